@@ -1,0 +1,196 @@
+//! The private wire protocol between the shim ([`crate::launch`]) and the init helper.
+//!
+//! Transport: a `SOCK_STREAM` unix socketpair created `SOCK_CLOEXEC` by the shim; the
+//! helper's end is its fd 3. Framing: a 4-byte little-endian length, then that many bytes
+//! of JSON (one [`ToInit`] or [`FromInit`] value). Frames are written with one `send` each
+//! (`MSG_NOSIGNAL`, so a dead peer is `EPIPE`, never `SIGPIPE`).
+//!
+//! Conversation:
+//!
+//! ```text
+//! shim                                   helper (fd 3)          container init (forked)
+//! spawn helper, join_cgroup(helper pid)
+//! Plan ------------------------------->  setns / unshare(user)
+//!       <-------------------------------- NeedIdMaps            (new user namespace only)
+//! write uid_map, gid_map; IdMapsWritten ->
+//!                                        unshare rest, fork ---> (waits for the helper to exit)
+//!       <-------------------------------- InitPid(host pid); helper _exit(0)
+//!       <------------------------------------------------------ Warning(..)* , Ready | Failed
+//! Start -------------------------------------------------------> execve
+//!       <------------------------------------------------------ EOF (exec done: CLOEXEC) | ExecFailed
+//! ```
+//!
+//! Limitations: a frame is at most [`MAX_FRAME`] bytes.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, send};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::launch::ErrorKind;
+use crate::plan::InitPlan;
+
+/// The largest frame either side accepts.
+pub(crate) const MAX_FRAME: usize = 4 << 20;
+
+/// The fd number of the socket in the helper.
+pub(crate) const INIT_SOCKET_FD: i32 = 3;
+
+/// Messages from the shim to the helper / container init.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum ToInit {
+    /// The plan to apply (first message).
+    Plan(Box<InitPlan>),
+    /// The uid/gid maps of the new user namespace are written.
+    IdMapsWritten,
+    /// Release the start barrier: exec the workload.
+    Start,
+}
+
+/// An error reported by the helper, already classified.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReportedError {
+    /// Classification for the shim's error codes.
+    pub kind: ErrorKind,
+    /// Human-readable message naming the operation and path.
+    pub message: String,
+}
+
+/// Messages from the helper / container init to the shim.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum FromInit {
+    /// The helper created a user namespace and waits for its id maps.
+    NeedIdMaps,
+    /// Host pid (in the shim's pid namespace) of the container init.
+    InitPid(i32),
+    /// A non-fatal note for the shim's log.
+    Warning(String),
+    /// The container is created and waits on the start barrier.
+    Ready,
+    /// Setting the container up failed; the process exits.
+    Failed(ReportedError),
+    /// `execve` failed after `Start`; the process exits 127.
+    ExecFailed(ReportedError),
+}
+
+/// Sends one frame.
+pub(crate) fn send_msg<T: Serialize>(fd: BorrowedFd<'_>, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if body.len() > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("message of {} bytes exceeds {MAX_FRAME}", body.len()),
+        ));
+    }
+    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&body);
+    let mut sent = 0;
+    while sent < frame.len() {
+        match send(fd.as_raw_fd(), &frame[sent..], MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes; `Ok(false)` on EOF before the first byte.
+fn read_exact_or_eof(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a message",
+                ));
+            }
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Receives one frame; `Ok(None)` on a clean EOF (the peer closed or exec'd).
+pub(crate) fn recv_msg<T: DeserializeOwned>(fd: BorrowedFd<'_>) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    if !read_exact_or_eof(fd, &mut len)? {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message of {len} bytes exceeds {MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    if !read_exact_or_eof(fd, &mut body)? {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed after a message header",
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn frames_round_trip_and_eof_is_none() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        send_msg(a.as_fd(), &FromInit::InitPid(42)).expect("send");
+        send_msg(
+            a.as_fd(),
+            &FromInit::Failed(ReportedError {
+                kind: ErrorKind::NotFound,
+                message: "nope".into(),
+            }),
+        )
+        .expect("send");
+        drop(a);
+        assert!(matches!(
+            recv_msg::<FromInit>(b.as_fd()).expect("recv"),
+            Some(FromInit::InitPid(42))
+        ));
+        match recv_msg::<FromInit>(b.as_fd()).expect("recv") {
+            Some(FromInit::Failed(e)) => assert_eq!(e.kind, ErrorKind::NotFound),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(recv_msg::<FromInit>(b.as_fd()).expect("recv").is_none());
+    }
+
+    #[test]
+    fn oversized_header_is_rejected() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        nix::unistd::write(&a, &u32::MAX.to_le_bytes()).expect("write");
+        let err = recv_msg::<FromInit>(b.as_fd()).expect_err("too big");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

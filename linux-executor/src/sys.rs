@@ -1,0 +1,122 @@
+//! The few syscalls `nix` does not wrap safely, each behind a small safe function.
+//!
+//! Everything here is used by the init helper (single-threaded, so `fork` is sound there).
+//! Every `unsafe` block states its justification in a `// SAFETY:` comment.
+//!
+//! Limitations: `close_range` needs Linux 5.11 (`CLOSE_RANGE_CLOEXEC`); there is no
+//! userspace fallback.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::stat::{SFlag, fstat};
+use nix::unistd::ForkResult;
+
+/// `fork(2)`. Only for the init helper, which never starts a thread.
+pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
+    // SAFETY: the init helper is single-threaded (it is routed in `main` before any thread
+    // or runtime exists and never spawns one), so the child is a complete copy of the only
+    // thread and may run arbitrary code, as after a fork in a single-threaded C program.
+    unsafe { nix::unistd::fork() }
+}
+
+/// `_exit(2)`: ends the process at once, without running atexit handlers or flushing
+/// buffers shared with the parent of a fork.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Takes ownership of the inherited socket `fd` after checking it is an open socket.
+pub(crate) fn take_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: we only borrow `fd` for the duration of `fstat`; if it is not open, fstat
+    // fails with EBADF and nothing else happens.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let st = fstat(borrowed).map_err(io::Error::from)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} is not a socket"),
+        ));
+    }
+    // SAFETY: the fd is open (fstat succeeded) and, by the launch protocol, fd 3 of the
+    // helper is the socket the shim mapped for it and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Marks every fd from `first` upwards close-on-exec (`close_range(first, ~0, CLOEXEC)`).
+pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
+    // touches no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioctl(fd, NS_GET_NSTYPE)`: the `CLONE_NEW*` constant of a namespace file.
+pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    const NSIO: libc::c_ulong = 0xb7;
+    const NS_GET_NSTYPE: libc::c_ulong = (NSIO << 8) | 0x3; // _IO(NSIO, 0x3)
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns an int; `fd` is a valid borrowed
+    // descriptor for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// Restores the default disposition of the signals the Rust runtime or the shim may have
+/// changed (SIGPIPE is ignored by Rust's `main`), so the workload starts with defaults.
+pub(crate) fn reset_signal_dispositions() -> io::Result<()> {
+    for sig in [
+        libc::SIGPIPE,
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGQUIT,
+        libc::SIGHUP,
+        libc::SIGCHLD,
+    ] {
+        // SAFETY: installing SIG_DFL involves no handler code; the process is
+        // single-threaded and about to exec.
+        let previous = unsafe { libc::signal(sig, libc::SIG_DFL) };
+        if previous == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn namespace_type_of_own_mount_namespace() {
+        let f = std::fs::File::open("/proc/self/ns/mnt").expect("open /proc/self/ns/mnt");
+        assert_eq!(
+            namespace_type(f.as_fd()).expect("NS_GET_NSTYPE"),
+            libc::CLONE_NEWNS
+        );
+    }
+
+    #[test]
+    fn take_inherited_socket_rejects_non_sockets() {
+        let f = std::fs::File::open("/proc/self/stat").expect("open");
+        let fd = f.as_raw_fd();
+        let err = take_inherited_socket(fd).expect_err("a regular file is not a socket");
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        drop(f);
+    }
+}

@@ -1,0 +1,312 @@
+//! The containers one shim serves (a whole pod when containerd groups them) and the
+//! operations containerd's Task API performs on them. [`crate::service`] only adapts
+//! these to ttrpc; everything that decides something lives here or in [`container`].
+
+mod container;
+pub mod events;
+mod lifecycle;
+mod sandbox;
+
+pub use sandbox::destroy_persisted;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amphi_linux_executor::cgroup::CgroupRoot;
+use containerd_shim::protos::api::{
+    CreateTaskRequest, DeleteResponse, ProcessInfo, StateResponse, Status,
+};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskIO};
+use containerd_shim::protos::topics::{TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub use container::{Container, IoPaths, Parts};
+pub use events::Events;
+pub use lifecycle::ExitInfo;
+
+use crate::error::{Error, Result};
+use crate::reaper::Exit;
+
+/// How many exits of unknown pids are remembered (the intermediate init helpers, and
+/// a process that dies before it is registered).
+const ORPHAN_EXITS: usize = 256;
+/// How long Delete waits for a created-but-never-started init to go away.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Registry {
+    containers: HashMap<String, Arc<Container>>,
+    by_pid: HashMap<i32, String>,
+    orphans: VecDeque<Exit>,
+}
+
+pub struct Tasks {
+    registry: Mutex<Registry>,
+    events: Events,
+    cgroups: std::result::Result<CgroupRoot, String>,
+    /// Our own binary, re-executed as each container's init helper.
+    exe: PathBuf,
+}
+
+impl Tasks {
+    pub fn new(events: Events) -> Self {
+        Tasks {
+            registry: Mutex::default(),
+            events,
+            cgroups: CgroupRoot::detect().map_err(|e| e.to_string()),
+            exe: PathBuf::from("/proc/self/exe"),
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Container>> {
+        self.registry()
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registry().containers.is_empty()
+    }
+
+    /// Refuses an exec id: processes other than the init come with the exec RPC.
+    pub fn init_only(exec_id: &str) -> Result<()> {
+        if exec_id.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("exec {exec_id} not found")))
+        }
+    }
+
+    pub async fn create(&self, req: &CreateTaskRequest) -> Result<i32> {
+        if self.registry().containers.contains_key(&req.id) {
+            return Err(Error::AlreadyExists(format!(
+                "container {} already exists",
+                req.id
+            )));
+        }
+        let cgroups = self.cgroups.as_ref().map_err(|e| {
+            Error::FailedPrecondition(format!("cannot use this host's cgroups: {e}"))
+        })?;
+        let sandbox = sandbox::create(req, cgroups, &self.exe).await?;
+        let container = Arc::new(Container::new(
+            req.id.clone(),
+            req.bundle.clone(),
+            IoPaths {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            },
+            sandbox,
+        ));
+        let pid = container.pid;
+        self.events.send(
+            TASK_CREATE_EVENT_TOPIC,
+            TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: Some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                })
+                .into(),
+                checkpoint: req.checkpoint.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        );
+        let early_exit = {
+            let mut reg = self.registry();
+            reg.containers.insert(req.id.clone(), container.clone());
+            reg.by_pid.insert(pid, req.id.clone());
+            let i = reg.orphans.iter().position(|e| e.pid == pid);
+            i.and_then(|i| reg.orphans.remove(i))
+        };
+        if let Some(exit) = early_exit {
+            self.route_exit(&container, exit);
+        }
+        log::info!("container {} created, init pid {pid}", req.id);
+        Ok(pid)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<i32> {
+        let container = self.get(id)?;
+        let created = container.begin_start()?;
+        let result = tokio::task::spawn_blocking(move || created.start())
+            .await
+            .map_err(|e| Error::Launch(std::io::Error::other(e).into()));
+        match result {
+            Ok(Ok(())) => {
+                container.finish_start(&self.events);
+                Ok(container.pid)
+            }
+            Ok(Err(e)) => {
+                container.fail_start(&self.events);
+                Err(e.into())
+            }
+            Err(e) => {
+                container.fail_start(&self.events);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let container = self.get(id)?;
+        let pid = container.signal_target()?;
+        let sig = i32::try_from(signal)
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+            .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        if all {
+            return container
+                .cgroup
+                .kill_all(sig as i32)
+                .map_err(Error::cgroup("kill all"));
+        }
+        match kill(Pid::from_raw(pid), sig) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound(format!(
+                "container {id}: process already finished"
+            ))),
+            Err(e) => Err(Error::io("kill", pid, e.into())),
+        }
+    }
+
+    pub async fn wait(&self, id: &str) -> Result<ExitInfo> {
+        let container = self.get(id)?;
+        Ok(container.wait().await)
+    }
+
+    pub fn state(&self, id: &str) -> Result<StateResponse> {
+        let c = self.get(id)?;
+        let (status, exit) = c.status();
+        Ok(StateResponse {
+            id: c.id.clone(),
+            bundle: c.bundle.clone(),
+            pid: c.pid as u32,
+            status: status.into(),
+            stdin: c.io.stdin.clone(),
+            stdout: c.io.stdout.clone(),
+            stderr: c.io.stderr.clone(),
+            terminal: c.io.terminal,
+            exit_status: exit.as_ref().map(|e| e.status).unwrap_or_default(),
+            exited_at: exit.map(|e| e.at).into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn pids(&self, id: &str) -> Result<Vec<ProcessInfo>> {
+        let c = self.get(id)?;
+        let mut pids = c.cgroup.pids().map_err(Error::cgroup("list pids"))?;
+        // Between Create and the first process in the cgroup, report the init anyway:
+        // containerd treats an empty list as a leaked shim after a restart.
+        if pids.is_empty() && c.status().0 != Status::STOPPED {
+            pids.push(c.pid);
+        }
+        Ok(pids
+            .into_iter()
+            .map(|pid| ProcessInfo {
+                pid: pid as u32,
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<DeleteResponse> {
+        let c = self.get(id)?;
+        let exit = match c.prepare_delete()? {
+            Some(exit) => exit,
+            None => {
+                // Never started: make sure the init is gone before removing its cgroup.
+                let _ = kill(Pid::from_raw(c.pid), Signal::SIGKILL);
+                tokio::time::timeout(RELEASE_TIMEOUT, c.wait())
+                    .await
+                    .map_err(|_| {
+                        Error::FailedPrecondition(format!(
+                            "container {id}: init {} did not exit after SIGKILL",
+                            c.pid
+                        ))
+                    })?
+            }
+        };
+        sandbox::destroy(&c.cgroup, c.mounted_rootfs.as_deref(), &c.bundle)?;
+        {
+            let mut reg = self.registry();
+            reg.containers.remove(id);
+            reg.by_pid.remove(&c.pid);
+        }
+        self.events.send(
+            TASK_DELETE_EVENT_TOPIC,
+            TaskDelete {
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid: c.pid as u32,
+                exit_status: exit.status,
+                exited_at: Some(exit.at.clone()).into(),
+                ..Default::default()
+            },
+        );
+        log::info!("container {id} deleted");
+        Ok(DeleteResponse {
+            pid: c.pid as u32,
+            exit_status: exit.status,
+            exited_at: Some(exit.at).into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn close_stdin(&self, id: &str) -> Result<()> {
+        self.get(id)?.close_stdin();
+        Ok(())
+    }
+
+    /// Routes one reaped child to the container whose init it was.
+    pub fn on_exit(&self, exit: Exit) {
+        let container = {
+            let mut reg = self.registry();
+            match reg.by_pid.get(&exit.pid).cloned() {
+                Some(id) => reg.containers.get(&id).cloned(),
+                None => {
+                    if reg.orphans.len() == ORPHAN_EXITS {
+                        reg.orphans.pop_front();
+                    }
+                    reg.orphans.push_back(exit);
+                    return;
+                }
+            }
+        };
+        if let Some(c) = container {
+            self.route_exit(&c, exit);
+        }
+    }
+
+    fn route_exit(&self, c: &Container, exit: Exit) {
+        log::info!(
+            "container {}: init {} exited with status {}",
+            c.id,
+            exit.pid,
+            exit.status
+        );
+        c.on_exit(
+            ExitInfo {
+                status: exit.status,
+                at: exit.at,
+            },
+            &self.events,
+        );
+    }
+}
