@@ -170,6 +170,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
         PathBuf::from(&flags.bundle)
     };
     let persisted = destroy_persisted(&bundle)?;
+    remove_dead_socket(&bundle);
     let response = DeleteResponse {
         pid: persisted.map(|p| p.pid.max(0) as u32).unwrap_or(0),
         exit_status: 128 + libc::SIGKILL as u32,
@@ -182,6 +183,18 @@ pub fn delete(flags: &Flags) -> Result<()> {
     std::io::stdout()
         .write_all(&bytes)
         .map_err(|e| Error::io("write", "stdout", e))
+}
+
+/// A shim killed outright leaves its socket behind. Remove it only when nothing answers
+/// on it: a live grouped shim still serves the pod's other containers.
+fn remove_dead_socket(bundle: &std::path::Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = socket_path(address.trim());
+    if !path.is_empty() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// `-info`: who we are, for containerd 2.x's introspection.

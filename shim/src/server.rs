@@ -15,7 +15,6 @@ use containerd_shim::Flags;
 use containerd_shim::protos::shim_async::{Task, create_task};
 use containerd_shim::protos::ttrpc::r#async::transport::Listener;
 use containerd_shim::protos::ttrpc::r#async::{Server, Service as TtrpcService};
-use containerd_shim::publisher::RemotePublisher;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
@@ -25,6 +24,8 @@ use crate::task::{Events, Tasks};
 
 const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
+/// containerd gives Shutdown 3 s; leave it time to see us go.
+const EVENTS_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The Task service under both names containerd may call it by: v3 (containerd 2.x) and
 /// v2 (containerd 1.6/1.7, and 2.x for shims that answered `start` with version 2).
@@ -95,11 +96,8 @@ pub async fn serve(flags: &Flags) -> Result<()> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| {
         Error::InvalidArgument("TTRPC_ADDRESS is not set: cannot publish events".into())
     })?;
-    let publisher = RemotePublisher::new(&ttrpc_address).await?;
-    let tasks = Arc::new(Tasks::new(Events::start(
-        publisher,
-        flags.namespace.clone(),
-    )));
+    let events = Events::start(&ttrpc_address, flags.namespace.clone());
+    let tasks = Arc::new(Tasks::new(events.clone()));
     let reaped = tasks.clone();
     tokio::spawn(async move {
         while let Some(exit) = exits.recv().await {
@@ -147,6 +145,8 @@ pub async fn serve(flags: &Flags) -> Result<()> {
     });
 
     exit.wait().await;
+    // TaskDelete of the last container is still queued when Shutdown arrives.
+    events.flush(EVENTS_FLUSH_TIMEOUT).await;
     let _ = server.shutdown().await;
     let _ = std::fs::remove_file(socket_path(&flags.socket));
     Ok(())

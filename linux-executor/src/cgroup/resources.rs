@@ -98,6 +98,23 @@ pub(crate) fn hugepage_size(size: &str) -> Result<&str, CgroupError> {
     }
 }
 
+/// Device-cgroup rules every container gets after the spec's own: creating device
+/// nodes (the runtime makes the default ones), the runtime-spec default devices
+/// (null, zero, full, random, urandom, tty, console, ptmx) and pseudo-terminals.
+pub(crate) const DEFAULT_ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
 /// One v1 device-cgroup rule as written to `devices.allow`/`devices.deny`, e.g.
 /// `c 1:3 rwm`. `None` for rules the device cgroup cannot express (FIFOs).
 pub(crate) fn device_rule(rule: &LinuxDeviceCgroup) -> Result<Option<String>, CgroupError> {

@@ -18,7 +18,10 @@ use oci_spec::runtime::{
 use super::{
     CgroupError,
     fsutil::{read_u64_opt, write_requested},
-    resources::{check_swap, device_rule, hugepage_size, limit_value, pids_value, rdma_lines},
+    resources::{
+        DEFAULT_ALLOWED_DEVICES, check_swap, device_rule, hugepage_size, limit_value, pids_value,
+        rdma_lines,
+    },
     v1::V1Cgroup,
 };
 
@@ -56,6 +59,11 @@ pub(crate) fn apply(cg: &V1Cgroup, r: &LinuxResources) -> Result<(), CgroupError
                 "devices.deny"
             };
             write_requested(dir, file, &line, "device rules")?;
+        }
+        // The runtime supplies the default devices (runtime-spec "Default Devices"), so
+        // they stay usable whatever the spec's rules deny, as with runc.
+        for line in DEFAULT_ALLOWED_DEVICES {
+            write_requested(dir, "devices.allow", line, "default device rules")?;
         }
     }
     if let Some(n) = r.network() {
