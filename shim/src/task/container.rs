@@ -3,6 +3,7 @@
 //! transition. Events are queued while the lock is held, which is what keeps TaskStart
 //! ahead of TaskExit for a process that dies at once.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use super::events::Events;
 use super::lifecycle::{ExitInfo, Lifecycle};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::stdio::Keepalive;
 
 /// The stdio a task was created with, as containerd reports it back in `State`.
@@ -51,16 +52,27 @@ pub struct Container {
     pub cgroup: Cgroup,
     pub mounted_rootfs: Option<PathBuf>,
     kill_all_on_exit: bool,
+    /// A pidfd of the init, opened while it could not have been reaped yet: signals
+    /// through it can never reach a recycled pid.
+    pidfd: Option<OwnedFd>,
     inner: Mutex<Inner>,
     exited: watch::Sender<Option<ExitInfo>>,
 }
 
 impl Container {
     pub fn new(id: String, bundle: String, io: IoPaths, parts: Parts) -> Self {
+        let pid = parts.created.pid();
+        // The init is blocked on its start barrier, so this pid is still ours.
+        let pidfd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+                .inspect_err(|e| log::warn!("container {id}: pidfd_open({pid}): {e}"))
+                .ok()
+        });
         Container {
             id,
             bundle,
-            pid: parts.created.pid(),
+            pid,
+            pidfd,
             io,
             cgroup: parts.cgroup,
             mounted_rootfs: parts.mounted_rootfs,
@@ -148,9 +160,32 @@ impl Container {
         self.exited.send_replace(Some(exit));
     }
 
-    /// The pid to signal, or NOT_FOUND once the process has finished.
-    pub fn signal_target(&self) -> Result<i32> {
-        self.lock().life.check_signal(&self.id).map(|()| self.pid)
+    /// Signals the init; NOT_FOUND once it has finished.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.lock().life.check_signal(&self.id)?;
+        let finished =
+            || Error::NotFound(format!("container {}: process already finished", self.id));
+        let result = match (&self.pidfd, rustix::process::Signal::from_named_raw(signal)) {
+            (Some(fd), Some(sig)) => rustix::process::pidfd_send_signal(fd, sig)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error())),
+            (_, None) => return Err(Error::InvalidArgument(format!("invalid signal {signal}"))),
+            (None, Some(_)) => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::try_from(signal)
+                    .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?,
+            )
+            .map_err(std::io::Error::from),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(finished()),
+            Err(e) => Err(Error::io("signal", self.pid, e)),
+        }
+    }
+
+    /// Fails with NOT_FOUND once the init has finished.
+    pub fn check_running(&self) -> Result<()> {
+        self.lock().life.check_signal(&self.id)
     }
 
     pub fn prepare_delete(&self) -> Result<Option<ExitInfo>> {

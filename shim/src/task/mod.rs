@@ -166,24 +166,18 @@ impl Tasks {
 
     pub fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         let container = self.get(id)?;
-        let pid = container.signal_target()?;
         let sig = i32::try_from(signal)
             .ok()
-            .and_then(|s| Signal::try_from(s).ok())
+            .filter(|s| Signal::try_from(*s).is_ok())
             .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         if all {
+            container.check_running()?;
             return container
                 .cgroup
-                .kill_all(sig as i32)
+                .kill_all(sig)
                 .map_err(Error::cgroup("kill all"));
         }
-        match kill(Pid::from_raw(pid), sig) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound(format!(
-                "container {id}: process already finished"
-            ))),
-            Err(e) => Err(Error::io("kill", pid, e.into())),
-        }
+        container.signal(sig)
     }
 
     pub async fn wait(&self, id: &str) -> Result<ExitInfo> {
