@@ -136,7 +136,7 @@ impl Background {
         Background::adopt(child, command)
     }
 
-    fn adopt(mut child: Child, command: String) -> Background {
+    pub(crate) fn adopt(mut child: Child, command: String) -> Background {
         let live_stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let stdout = child.stdout.take().map(|pipe| {
             let live = live_stdout.clone();

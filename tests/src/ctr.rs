@@ -211,6 +211,28 @@ impl Containerd {
         self.ctr(&refs)
     }
 
+    /// `ctr run --rm ... <cmd>` with `input` on ctr's stdin, which ctr forwards to the
+    /// task and then closes: the task must see EOF.
+    pub fn run_rm_with_stdin(&self, id: &str, cmd: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let argv = self.run_argv("--rm", id, &[], Some(IMAGE), cmd);
+        let mut command = self.ctr_command();
+        command
+            .args(&argv)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let described = crate::command::describe(&command);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{described}`: {e}"));
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(input).expect("write ctr's stdin");
+        drop(stdin);
+        crate::command::Background::adopt(child, described)
+            .wait_timeout(crate::command::CTR_TIMEOUT)
+    }
+
     /// `ctr run --rm --config <spec>`: runs a container from a full OCI spec file.
     pub fn run_rm_config(&self, id: &str, spec: &std::path::Path) -> Output {
         let spec = spec.display().to_string();

@@ -197,3 +197,21 @@ e2e_test!(
         d.assert_no_leaks(&next);
     }
 );
+
+e2e_test!(
+    stdin_reaches_the_task_then_eof,
+    [v1_6, v1_7, v2_1],
+    |d: &Containerd| {
+        let id = d.new_id("stdin");
+        // `wc -l` only finishes when its stdin reaches EOF after the two lines.
+        let out = d.run_rm_with_stdin(&id, &["sh", "-c", "wc -l; echo done"], b"one\ntwo\n");
+        assert_eq!(out.code(), Some(0), "{}:\n{out}", d.version());
+        assert_eq!(
+            out.stdout_trimmed().split_whitespace().collect::<Vec<_>>(),
+            ["2", "done"],
+            "{}: stdin not delivered, or no EOF:\n{out}",
+            d.version()
+        );
+        d.assert_no_leaks(&id);
+    }
+);
