@@ -64,6 +64,7 @@
 //!   the 143 case runs `sleep` as a non-init process: it joins the pid namespace of another
 //!   container with `--with-ns pid:...`.
 
+pub mod bench;
 pub mod command;
 pub mod ctr;
 pub mod daemon;
