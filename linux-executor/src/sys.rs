@@ -63,6 +63,50 @@ pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes every fd from `first` upwards except those in `keep` (`close_range` over the gaps).
+///
+/// Only for the container init of a Wasm workload, which never execs (so close-on-exec
+/// flags would not help): at the call, the only fds above 2 it owns are those in `keep`;
+/// anything else was inherited by accident and no Rust object refers to it.
+pub(crate) fn close_fds_except(first: RawFd, keep: &[RawFd]) -> io::Result<()> {
+    close_between_except(first, RawFd::MAX, keep)
+}
+
+/// Closes the fds of `first..=last` that are not in `keep`.
+fn close_between_except(first: RawFd, last: RawFd, keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep
+        .iter()
+        .copied()
+        .filter(|fd| (first..=last).contains(fd))
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = first;
+    for kept in keep {
+        if kept > from {
+            close_range(from, kept - 1)?;
+        }
+        from = kept + 1;
+    }
+    if from <= last {
+        close_range(from, last)?;
+    }
+    Ok(())
+}
+
+fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
+    let (Ok(first), Ok(last)) = (u32::try_from(first), u32::try_from(last)) else {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    };
+    // SAFETY: closing descriptors touches no memory. Per `close_fds_except`'s contract, no
+    // live Rust object owns a descriptor in [first, last], so none is closed behind its back.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `ioctl(fd, NS_GET_NSTYPE)`: the `CLONE_NEW*` constant of a namespace file.
 pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
     const NSIO: libc::c_ulong = 0xb7;
@@ -88,7 +132,7 @@ pub(crate) fn reset_signal_dispositions() -> io::Result<()> {
         libc::SIGCHLD,
     ] {
         // SAFETY: installing SIG_DFL involves no handler code; the process is
-        // single-threaded and about to exec.
+        // single-threaded and about to exec (or run its Wasm module).
         let previous = unsafe { libc::signal(sig, libc::SIG_DFL) };
         if previous == libc::SIG_ERR {
             return Err(io::Error::last_os_error());
@@ -109,6 +153,30 @@ mod tests {
             namespace_type(f.as_fd()).expect("NS_GET_NSTYPE"),
             libc::CLONE_NEWNS
         );
+    }
+
+    fn is_open(fd: RawFd) -> bool {
+        // SAFETY: borrowed only for the fstat call; EBADF if closed.
+        fstat(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
+    }
+
+    #[test]
+    fn close_between_except_keeps_only_the_listed_fds() {
+        // Tests run on parallel threads that allocate the lowest free fds: work far above
+        // them, on fds no Rust object owns (as in the init), and never close unboundedly.
+        let file = std::fs::File::open("/proc/self/stat").expect("open");
+        let raw: Vec<RawFd> = (0..5)
+            .map(|i| {
+                nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(900 + i))
+                    .expect("dup")
+            })
+            .collect();
+        assert_eq!(raw, [900, 901, 902, 903, 904]);
+        close_between_except(900, 904, &[901, 903, 2]).expect("close");
+        assert!(!is_open(900) && !is_open(902) && !is_open(904));
+        assert!(is_open(901) && is_open(903));
+        close_between_except(900, 904, &[]).expect("close the rest");
+        assert!(!is_open(901) && !is_open(903));
     }
 
     #[test]

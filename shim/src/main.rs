@@ -3,11 +3,13 @@
 //! One binary, four roles, routed here before any thread exists:
 //!
 //! - `init`: the container init helper, re-executed by the server for every container
-//!   (single-threaded; see `amphi_linux_executor::init`).
+//!   (single-threaded; see `amphi_linux_executor::init`); it `execve`s a Linux workload
+//!   or runs a WebAssembly one in wasmtime ([`wasm`]).
 //! - `-v`, `-info`, `start`, `delete`: short actions containerd runs ([`bootstrap`]).
 //! - no action: the long-lived ttrpc server ([`server`]).
 
 mod bootstrap;
+mod dispatch;
 mod error;
 mod metrics;
 mod reaper;
@@ -16,6 +18,7 @@ mod service;
 mod state;
 mod stdio;
 mod task;
+mod wasm;
 
 use std::ffi::OsStr;
 
@@ -26,8 +29,9 @@ const BINARY: &str = "containerd-shim-amphi-v1";
 fn main() {
     let args: Vec<_> = std::env::args_os().collect();
     if args.get(1).map(|a| a.as_os_str()) == Some(OsStr::new("init")) {
-        // Before tokio, before any thread: this process becomes a container.
-        amphi_linux_executor::init::main();
+        // Before tokio, before any thread: this process becomes a container, native or
+        // WebAssembly.
+        amphi_linux_executor::init::main_with(&wasm::Runner);
     }
     if args
         .iter()

@@ -13,6 +13,9 @@ pub const STATE_FILE: &str = "amphi-state.json";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Persisted {
     pub id: String,
+    /// The dispatch decision, so a restarted shim agrees with itself.
+    #[serde(default)]
+    pub decision: Option<crate::dispatch::Decision>,
     /// Host pid of the container's init, 0 until it exists.
     pub pid: i32,
     /// The container's cgroup, relative to each hierarchy root.
@@ -64,6 +67,10 @@ mod tests {
         assert_eq!(Persisted::load(dir.path()).unwrap(), None);
         let p = Persisted {
             id: "c1".into(),
+            decision: Some(crate::dispatch::Decision {
+                kind: crate::dispatch::Kind::Wasm,
+                reason: "test".into(),
+            }),
             pid: 42,
             cgroup: "/default/c1".into(),
             mounted_rootfs: Some(dir.path().join("rootfs")),

@@ -40,6 +40,15 @@ pub(crate) enum InitError {
     /// The spec asks for something inconsistent with the host (wrong namespace type...).
     #[error("{0}")]
     Invalid(String),
+    /// An error already classified elsewhere (the Wasm runner, a missing capability of
+    /// this binary).
+    #[error("{message}")]
+    Classified {
+        /// How the shim reports it.
+        kind: ErrorKind,
+        /// The message.
+        message: String,
+    },
     /// Talking to the shim failed.
     #[error("{what}: {source}")]
     Protocol {
@@ -68,6 +77,7 @@ impl InitError {
             InitError::Permission { .. } | InitError::Denied(_) => ErrorKind::PermissionDenied,
             InitError::NotFound(_) => ErrorKind::NotFound,
             InitError::Invalid(_) => ErrorKind::InvalidArgument,
+            InitError::Classified { kind, .. } => *kind,
         }
     }
 

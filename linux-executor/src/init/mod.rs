@@ -14,9 +14,16 @@
 //!    [`mounts`], [`devices`], [`cgroupfs`]), hostname, rlimits, identity and capabilities,
 //!    cwd, executable lookup ([`process`]);
 //! 5. report `Ready` and block on the start barrier; on `Start`, mark every fd above 2
-//!    close-on-exec, restore default signal dispositions and `execve`. The socket is
-//!    close-on-exec, so its EOF tells the shim the exec happened; an exec error is sent back
-//!    and the process exits 127. EOF on the barrier (the shim dropped `Created`) exits 1.
+//!    close-on-exec, restore default signal dispositions and `execve` ([`run`]). The socket
+//!    is close-on-exec, so its EOF tells the shim the exec happened; an exec error is sent
+//!    back and the process exits 127. EOF on the barrier (the shim dropped `Created`) exits 1.
+//!
+//! A WebAssembly workload ([`crate::plan::Workload::Wasm`], only with [`main_with`]) follows
+//! the same steps with three differences, detailed in [`wasm`]: the cache directory is
+//! opened in step 1; after pivot_root, while still root, the runner prepares (compiles) the
+//! module, so a bad module fails `Create`; on `Start` the socket is closed explicitly and the
+//! module runs in this process, whose exit status is the module's. There is no `PATH`
+//! lookup ([`WasmRunner::prepare`] checks the module path).
 //!
 //! The shim routes the subcommand first thing in `main`, before any thread exists:
 //!
@@ -27,8 +34,12 @@
 //! }
 //! ```
 //!
+//! A binary that can run WebAssembly calls [`main_with`] there instead, with its
+//! [`WasmRunner`].
+//!
 //! Limitations: no seccomp, no terminal, no hooks (see [`crate::plan`]). The init runs the
-//! shim's binary inside the container's namespaces until `execve`; it is non-dumpable, so
+//! shim's binary inside the container's namespaces until `execve` (a Wasm workload: for its
+//! whole life, with the runtime linked in); it is non-dumpable, so
 //! only a process with `CAP_SYS_PTRACE` over it could open its `/proc/<pid>/exe` (a sealed
 //! copy of the binary, as runc's `exeseal`, is not used).
 
@@ -41,21 +52,35 @@ mod paths;
 mod process;
 pub(crate) mod protocol;
 mod rootfs;
+mod run;
+mod wasm;
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use nix::sys::prctl;
-use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use nix::unistd::{ForkResult, execve, pipe2, setsid};
+use nix::unistd::{ForkResult, pipe2, setsid};
 
 use crate::plan::InitPlan;
 use crate::sys;
 use error::InitError;
 use protocol::{FromInit, INIT_SOCKET_FD, ToInit, recv_msg, send_msg};
+use run::{Exec, Job};
+use wasm::WasmInput;
+pub use wasm::{PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
 
 /// Entry point of the helper (`<exe> init`). Reads its instructions from fd 3; never returns.
+/// Fails a WebAssembly workload at `Create` ("this binary cannot run WebAssembly").
 pub fn main() -> ! {
+    init_main(None)
+}
+
+/// Like [`main`], but able to run WebAssembly workloads with `wasm`.
+pub fn main_with(wasm: &dyn WasmRunner) -> ! {
+    init_main(Some(wasm))
+}
+
+fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
     // First of all: nobody may ptrace us or open our /proc files while we run the shim's
     // binary in the container's namespaces (CVE-2019-5736). execve resets it.
     let dumpable = prctl::set_dumpable(false);
@@ -72,9 +97,21 @@ pub fn main() -> ! {
         Ok(None) => sys::exit_now(1),
         Err(e) => fail(sock.as_fd(), &e),
     };
+    let mut wasm = match wasm::wasm_input(&plan, runner) {
+        Ok(wasm) => wasm,
+        Err(e) => fail(sock.as_fd(), &e),
+    };
+    if let Some(input) = &mut wasm {
+        // Before any namespace: the cache is a host directory, owned by the host's root.
+        let (fd, warning) = wasm::open_cache_dir(input.workload);
+        input.cache_dir = fd;
+        if let Some(w) = warning {
+            let _ = send_msg(sock.as_fd(), &FromInit::Warning(w));
+        }
+    }
     match enter_and_fork(&plan, sock.as_fd()) {
         Ok(Role::Helper) => sys::exit_now(0),
-        Ok(Role::ContainerInit) => container_init(sock, &plan),
+        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm),
         Err(e) => fail(sock.as_fd(), &e),
     }
 }
@@ -142,18 +179,10 @@ fn wait_for_eof(fd: OwnedFd) {
     }
 }
 
-/// What `execve` needs, prepared before the barrier so nothing can fail after `Start`
-/// except the exec itself.
-struct Exec {
-    path: CString,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
-}
-
-fn container_init(sock: OwnedFd, plan: &InitPlan) -> ! {
+fn container_init(sock: OwnedFd, plan: &InitPlan, wasm: Option<WasmInput<'_>>) -> ! {
     let mut warnings = Vec::new();
-    let exec = match setup(plan, &mut warnings) {
-        Ok(exec) => exec,
+    let job = match setup(plan, wasm, sock.as_fd(), &mut warnings) {
+        Ok(job) => job,
         Err(e) => fail(sock.as_fd(), &e),
     };
     for w in warnings {
@@ -167,13 +196,16 @@ fn container_init(sock: OwnedFd, plan: &InitPlan) -> ! {
         // EOF: the shim dropped the container before starting it.
         _ => sys::exit_now(1),
     }
-    let err = exec_workload(&exec);
-    let _ = send_msg(sock.as_fd(), &FromInit::ExecFailed(err.report()));
-    sys::exit_now(127)
+    run::run(sock, job)
 }
 
-/// Step 4 of the module docs.
-fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<Exec, InitError> {
+/// Step 4 of the module docs; for a Wasm workload, also the prepare step ([`wasm`]).
+fn setup(
+    plan: &InitPlan,
+    wasm: Option<WasmInput<'_>>,
+    sock: BorrowedFd<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Job, InitError> {
     setsid().map_err(InitError::sys("setsid", "container init"))?;
     let proc_ = rootfs::open_host_proc()?;
     process::set_oom_score_adj(proc_.as_fd(), &plan.process)?;
@@ -181,46 +213,45 @@ fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<Exec, InitError>
     drop(proc_);
     rootfs::setup(plan, warnings)?;
     process::set_rlimits(&plan.process)?;
+    // Still root, inside the container's root: the runner reads the module through the
+    // container's view but may write its cache (a host-root-owned directory) through the fd
+    // opened by the helper. The identity switch below applies to the run, as for `Exec`.
+    let prepared = wasm
+        .map(|input| prepare_wasm(plan, input, sock))
+        .transpose()?;
     process::switch_identity(plan, warnings)?;
     process::set_umask(&plan.process);
     process::enter_cwd(&plan.process)?;
-    let path = process::resolve_executable(&plan.process)?;
-    let to_c = |v: &Vec<String>| {
-        v.iter()
-            .map(|s| CString::new(s.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| InitError::Invalid("process.args or env contains a NUL byte".into()))
-    };
-    Ok(Exec {
-        path,
-        argv: to_c(&plan.process.args)?,
-        envp: to_c(&plan.process.env)?,
-    })
+    match prepared {
+        Some((job, process)) => Ok(Job::Wasm { job, process }),
+        None => Ok(Job::Exec(Exec::new(
+            process::resolve_executable(&plan.process)?,
+            &plan.process,
+        )?)),
+    }
 }
 
-/// Fd hygiene, default signals, `execve`. Returns only on failure.
-fn exec_workload(exec: &Exec) -> InitError {
-    if let Err(e) = sys::cloexec_from(3) {
-        return InitError::sys("close_range", "fds above 2")(nix::errno::Errno::from_raw(
+/// Closes stray inherited fds (nothing will exec, so close-on-exec flags do not help), then
+/// lets the runner compile the module.
+fn prepare_wasm(
+    plan: &InitPlan,
+    input: WasmInput<'_>,
+    sock: BorrowedFd<'_>,
+) -> Result<(Box<dyn PreparedWasm>, WasmProcess), InitError> {
+    let mut keep = vec![sock.as_raw_fd()];
+    keep.extend(input.cache_dir.as_ref().map(|fd| fd.as_raw_fd()));
+    sys::close_fds_except(3, &keep).map_err(|e| {
+        InitError::sys("close_range", "inherited fds above 2")(nix::errno::Errno::from_raw(
             e.raw_os_error().unwrap_or(libc::EIO),
-        ));
-    }
-    if let Err(e) = sys::reset_signal_dispositions() {
-        return InitError::sys("reset signal dispositions", "")(nix::errno::Errno::from_raw(
-            e.raw_os_error().unwrap_or(libc::EIO),
-        ));
-    }
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None) {
-        return InitError::sys("sigprocmask", "")(e);
-    }
-    match execve(&exec.path, &exec.argv, &exec.envp) {
-        Err(nix::errno::Errno::ENOENT) => InitError::NotFound(format!(
-            "exec {:?}: no such file (or its interpreter is missing)",
-            exec.path
-        )),
-        Err(nix::errno::Errno::EACCES) => {
-            InitError::Denied(format!("exec {:?}: permission denied", exec.path))
-        }
-        Err(e) => InitError::sys("execve", exec.path.to_string_lossy())(e),
-    }
+        ))
+    })?;
+    let process = WasmProcess::from_plan(plan, &|p: &Path| p.is_dir());
+    let job = input
+        .runner
+        .prepare(input.workload, input.cache_dir)
+        .map_err(|e| InitError::Classified {
+            kind: e.kind,
+            message: e.message,
+        })?;
+    Ok((job, process))
 }

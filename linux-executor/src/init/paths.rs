@@ -1,7 +1,8 @@
 //! Race-safe path handling inside the (untrusted) rootfs.
 //!
 //! Every container path is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
-//! relative to an `O_PATH` handle on the rootfs, so `..` and symlinks (absolute or relative)
+//! relative to an `O_PATH` handle on the rootfs ([`crate::rootfs_lookup::open_in_root`],
+//! shared with the shim's pre-launch lookups), so `..` and symlinks (absolute or relative)
 //! can never lead outside it. Mount targets are then named as `/proc/self/fd/N` of the
 //! resolved handle, so what is mounted on is exactly what was checked (runc's fix for
 //! CVE-2021-30465). Missing directories are created one component at a time with `mkdirat`
@@ -16,45 +17,15 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, mkdirat};
 
 use super::error::InitError;
+use crate::rootfs_lookup::{open_in_root, relative};
 
 /// The path of an fd through the helper's procfs, usable as a mount source or target.
 pub(super) fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
-/// `path` relative to the container root ("." for "/").
-fn relative(path: &Path) -> PathBuf {
-    let rel: PathBuf = path
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    if rel.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        rel
-    }
-}
-
-/// Opens a container path inside `root` (`O_CLOEXEC` is always added).
-pub(super) fn open_in_root(
-    root: BorrowedFd<'_>,
-    path: &Path,
-    flags: OFlag,
-) -> nix::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    loop {
-        match openat2(root, &relative(path), how) {
-            // openat2 asks to retry when a rename raced with the resolution.
-            Err(Errno::EAGAIN) => continue,
-            other => return other,
-        }
-    }
 }
 
 /// An `O_PATH` handle on a container path.

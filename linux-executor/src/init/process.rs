@@ -27,8 +27,7 @@ use nix::unistd::{AccessFlags, Gid, Uid, access, chdir, getcwd, setgroups, setre
 use super::error::InitError;
 use super::rootfs::open_proc_file;
 use crate::plan::{InitPlan, ProcessPlan, capability_from_name, rlimit_resource};
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::rootfs_lookup::DEFAULT_PATH;
 
 fn host_lacks_sys_resource() -> bool {
     !caps::has_cap(None, CapSet::Bounding, Capability::CAP_SYS_RESOURCE).unwrap_or(false)

@@ -16,9 +16,12 @@
 //!                                        unshare rest, fork ---> (waits for the helper to exit)
 //!       <-------------------------------- InitPid(host pid); helper _exit(0)
 //!       <------------------------------------------------------ Warning(..)* , Ready | Failed
-//! Start -------------------------------------------------------> execve
+//! Start -------------------------------------------------------> execve | (Wasm) close socket, run
 //!       <------------------------------------------------------ EOF (exec done: CLOEXEC) | ExecFailed
 //! ```
+//!
+//! For a WebAssembly workload the init closes its end explicitly right before running the
+//! module, so "EOF means started" holds for both kinds.
 //!
 //! Limitations: a frame is at most [`MAX_FRAME`] bytes.
 
@@ -45,7 +48,7 @@ pub(crate) enum ToInit {
     Plan(Box<InitPlan>),
     /// The uid/gid maps of the new user namespace are written.
     IdMapsWritten,
-    /// Release the start barrier: exec the workload.
+    /// Release the start barrier: exec the workload (or run the Wasm module).
     Start,
 }
 

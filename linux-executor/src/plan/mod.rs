@@ -13,6 +13,8 @@
 //! - mounts: option strings parsed into mount flags, propagation and filesystem data
 //!   ([`mounts`]); default devices merged with `linux.devices`;
 //! - the process: args, env, cwd, user, capabilities, rlimits ([`process`]);
+//! - the workload: always [`Workload::Exec`] here; the shim switches a container to a
+//!   WebAssembly module with [`InitPlan::with_workload`] ([`workload`]);
 //! - `warnings`: spec features accepted but not applied (seccomp, AppArmor, SELinux, hooks...),
 //!   for the shim to log.
 //!
@@ -27,6 +29,7 @@ mod namespaces;
 mod process;
 #[cfg(test)]
 mod tests;
+mod workload;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -41,6 +44,7 @@ pub use mounts::{MountKind, MountPlan, Propagation, PropagationKind};
 pub use namespaces::{IdMapping, NamespaceKind, NamespacePlan, id_map_text};
 pub use process::{CapabilitiesPlan, ProcessPlan, RlimitPlan, UserPlan, capability_from_name};
 pub use process::{rlimit_resource, rlimit_resource_from_name};
+pub use workload::{WasmWorkload, Workload, split_entrypoint};
 
 /// Everything the init helper needs, validated. See the module docs.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -75,6 +79,9 @@ pub struct InitPlan {
     pub sysctls: Vec<(String, String)>,
     /// The process to run.
     pub process: ProcessPlan,
+    /// What the init runs after the start barrier: `execve` (the default) or a Wasm module.
+    #[serde(default)]
+    pub workload: Workload,
     /// Spec features accepted but not applied; the shim logs them.
     pub warnings: Vec<String>,
 }
@@ -179,6 +186,14 @@ pub enum PlanError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The entrypoint of a Wasm workload is unusable.
+    #[error("wasm entrypoint {entry:?}: {reason}")]
+    BadWasmEntrypoint {
+        /// The entrypoint given.
+        entry: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A sysctl name is invalid.
     #[error("linux.sysctl: {0:?} is not a valid sysctl name")]
     BadSysctl(String),
@@ -273,8 +288,15 @@ impl InitPlan {
             domainname,
             sysctls,
             process,
+            workload: Workload::Exec,
             warnings,
         })
+    }
+
+    /// The same plan running `workload` instead (the shim's dispatch decides).
+    pub fn with_workload(mut self, workload: Workload) -> InitPlan {
+        self.workload = workload;
+        self
     }
 
     /// The namespace entry of `kind`, if the container has one (new or joined).

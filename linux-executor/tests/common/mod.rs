@@ -123,8 +123,14 @@ pub fn plan(spec: &Value, rootfs: &Path) -> InitPlan {
     InitPlan::from_spec(&spec, rootfs).expect("test spec plans")
 }
 
+/// The test init binary (`init::main_with` and a fake Wasm runner).
 pub fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_amphi-test-init"))
+}
+
+/// The test init binary without a Wasm runner (`init::main`).
+pub fn exe_without_wasm() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_amphi-test-init-nowasm"))
 }
 
 /// Pipes for stdout and stderr; the read ends stay here.
@@ -153,11 +159,14 @@ pub fn io_with_pipes() -> (InitIo, Pipes) {
 /// Creates a container (no cgroup placement); checks that no mount below the fixture
 /// directory became visible on the host, whether creation failed or not.
 pub fn create(spec: &Value, rootfs: &Path) -> Result<(Created, Pipes), LaunchError> {
+    create_plan(exe(), &plan(spec, rootfs))
+}
+
+/// [`create`] from a ready plan, with the init binary `exe`.
+pub fn create_plan(exe: &Path, plan: &InitPlan) -> Result<(Created, Pipes), LaunchError> {
     let (io, pipes) = io_with_pipes();
-    let fixture = rootfs.parent().expect("rootfs has a parent");
-    let created = no_mount_leak(fixture, || {
-        launch::create(exe(), &plan(spec, rootfs), io, &|_| Ok(()))
-    })?;
+    let fixture = plan.rootfs.parent().expect("rootfs has a parent");
+    let created = no_mount_leak(fixture, || launch::create(exe, plan, io, &|_| Ok(())))?;
     Ok((created, pipes))
 }
 
@@ -216,9 +225,14 @@ impl Outcome {
 
 /// Creates, starts and waits for a container.
 pub fn run(spec: &Value, rootfs: &Path) -> Result<Outcome, LaunchError> {
-    let (created, pipes) = create(spec, rootfs)?;
+    run_plan(&plan(spec, rootfs))
+}
+
+/// [`run`] from a ready plan.
+pub fn run_plan(plan: &InitPlan) -> Result<Outcome, LaunchError> {
+    let (created, pipes) = create_plan(exe(), plan)?;
     let pid = created.pid();
-    let fixture = rootfs.parent().expect("rootfs has a parent");
+    let fixture = plan.rootfs.parent().expect("rootfs has a parent");
     let status = no_mount_leak(fixture, || {
         created.start()?;
         Ok::<_, LaunchError>(wait_exit(pid, Duration::from_secs(20)))

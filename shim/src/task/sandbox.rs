@@ -4,7 +4,8 @@
 //!
 //! 1. read `config.json`;
 //! 2. mount the rootfs containerd handed us;
-//! 3. turn the spec into a plan;
+//! 3. decide the container's kind (Linux or Wasm, see [`crate::dispatch`]) and turn the
+//!    spec into a plan;
 //! 4. create the cgroup;
 //! 5. open stdio;
 //! 6. persist what `delete` needs;
@@ -14,12 +15,14 @@ use std::path::{Path, PathBuf};
 
 use amphi_linux_executor::cgroup::{Cgroup, CgroupRoot, parse_cgroups_path};
 use amphi_linux_executor::launch;
-use amphi_linux_executor::plan::InitPlan;
+use amphi_linux_executor::plan::{InitPlan, WasmWorkload, Workload, split_entrypoint};
+use amphi_linux_executor::rootfs_lookup::{read_head_in_root, resolve_in_root};
 use containerd_shim::protos::api::CreateTaskRequest;
 use containerd_shim::util::mount_rootfs;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::Parts;
+use crate::dispatch::{self, Decision, Entrypoint, Kind};
 use crate::error::{Error, Result};
 use crate::state::Persisted;
 use crate::stdio;
@@ -122,7 +125,21 @@ pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -
         rollback.mounted_rootfs = Some(rootfs.clone());
     }
 
-    let plan = InitPlan::from_spec(&spec, &rootfs)?;
+    let (decision, wasm) = decide(&spec, &rootfs)?;
+    log::info!(
+        "container {}: {} ({})",
+        req.id,
+        decision.kind,
+        decision.reason
+    );
+    let mut plan = InitPlan::from_spec(&spec, &rootfs)?;
+    if let Some(wasm) = wasm {
+        let dir = crate::wasm::cache_dir();
+        create_cache_dir(&dir)?;
+        plan = plan.with_workload(Workload::Wasm(
+            wasm.with_cache(dir, crate::wasm::cache_max_bytes()),
+        ));
+    }
     for warning in &plan.warnings {
         log::warn!("container {}: {warning}", req.id);
     }
@@ -145,6 +162,7 @@ pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -
 
     let mut persisted = Persisted {
         id: req.id.clone(),
+        decision: Some(decision),
         pid: 0,
         cgroup: cgroup_path.to_string(),
         mounted_rootfs: rollback.mounted_rootfs.clone(),
@@ -175,6 +193,63 @@ pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -
         mounted_rootfs,
         kill_all_on_exit: shares_pid_namespace(&spec),
     })
+}
+
+/// How many leading bytes of the entrypoint dispatch looks at.
+const HEAD: usize = 512;
+
+/// Runs the dispatch rules for this container; for Wasm, also the workload (the module
+/// resolved in the rootfs, the export of a `path#export` entrypoint, the memory limit).
+fn decide(spec: &Spec, rootfs: &Path) -> Result<(Decision, Option<WasmWorkload>)> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("config.json has no process".into()))?;
+    let arg0 = process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .ok_or_else(|| Error::InvalidArgument("process.args is empty".into()))?;
+    let (name, export) = split_entrypoint(arg0)?;
+    let path_env = process.env().as_ref().and_then(|env| {
+        env.iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .map(str::to_string)
+    });
+    let entry = match resolve_in_root(rootfs, name, path_env.as_deref()) {
+        Some(path) => match read_head_in_root(rootfs, &path, HEAD) {
+            Ok(head) => Entrypoint::Found { path, head },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entrypoint::Missing {
+                name: name.to_string(),
+            },
+            Err(e) => return Err(Error::io("read entrypoint", &path, e)),
+        },
+        None => Entrypoint::Missing {
+            name: name.to_string(),
+        },
+    };
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let decision = dispatch::decide(&annotations, &entry)?;
+    let wasm = match (&decision.kind, entry) {
+        (Kind::Wasm, Entrypoint::Found { path, .. }) => {
+            Some(WasmWorkload::new(&path, export, spec)?)
+        }
+        // Forced to Wasm by an annotation, but nothing is there: say what is missing.
+        (Kind::Wasm, Entrypoint::Missing { name }) => {
+            return Err(Error::InvalidArgument(format!("not found: {name}")));
+        }
+        (Kind::Linux, _) => None,
+    };
+    Ok((decision, wasm))
+}
+
+fn create_cache_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create wasm cache", dir.display(), e))
 }
 
 fn unmount_rootfs(rootfs: &Path) {

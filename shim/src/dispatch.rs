@@ -1,0 +1,292 @@
+//! Which kind of container this is: Linux or WebAssembly. A pure, ordered decision,
+//! made once at Create, logged with its reason and persisted with the task.
+//!
+//! Rules, first match wins:
+//!
+//! 1. A pod sandbox (`io.kubernetes.cri.container-type=sandbox`) is always Linux.
+//! 2. Annotations: ours (`amphi.io/kind=wasm|linux`), then the ones users already write
+//!    for crun (`run.oci.handler=wasm|wasm-smart`, `module.wasm.image/variant=
+//!    compat|compat-smart`; the `-smart` forms mean "Wasm only if the entrypoint ends in
+//!    `.wasm` or `.wat`"). Annotations that disagree are an error, not a guess; so is a
+//!    value we do not know.
+//! 3. The entrypoint's first bytes: `\0asm` (module or component) or WAT text → Wasm;
+//!    ELF or `#!` → Linux.
+//! 4. Otherwise: an error naming the rules tried.
+//!
+//! Limitations: image metadata read through containerd's API (the Wasm OCI artifact,
+//! `wasi/wasm` platforms, wasm layer media types) is not consulted yet.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use amphi_wasm_executor::classify;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+pub const KIND: &str = "amphi.io/kind";
+pub const CRUN_HANDLER: &str = "run.oci.handler";
+pub const WASM_VARIANT: &str = "module.wasm.image/variant";
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Linux,
+    Wasm,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Linux => "linux",
+            Kind::Wasm => "wasm",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub kind: Kind,
+    pub reason: String,
+}
+
+/// What the shim found at the entrypoint (`process.args[0]`, resolved in the rootfs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entrypoint {
+    /// The file's path inside the container and its first bytes.
+    Found { path: String, head: Vec<u8> },
+    /// Nothing at that name (after the `$PATH` lookup for bare names).
+    Missing { name: String },
+}
+
+impl Entrypoint {
+    fn name(&self) -> &str {
+        match self {
+            Entrypoint::Found { path, .. } => path,
+            Entrypoint::Missing { name } => name,
+        }
+    }
+
+    fn looks_like_wasm_file(&self) -> bool {
+        let name = self.name();
+        name.ends_with(".wasm") || name.ends_with(".wat")
+    }
+}
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+/// Rule 2: the kind one annotation asks for, `None` if it is absent or defers to the
+/// entrypoint and the entrypoint does not look like Wasm.
+fn from_annotation(key: &str, value: &str, entry: &Entrypoint) -> Result<Option<Kind>, Error> {
+    let smart = |k| Ok(entry.looks_like_wasm_file().then_some(k));
+    match (key, value) {
+        (KIND, "wasm") => Ok(Some(Kind::Wasm)),
+        (KIND, "linux") => Ok(Some(Kind::Linux)),
+        (CRUN_HANDLER, "wasm") | (WASM_VARIANT, "compat") => Ok(Some(Kind::Wasm)),
+        (CRUN_HANDLER, "wasm-smart") | (WASM_VARIANT, "compat-smart") => smart(Kind::Wasm),
+        (KIND, _) => Err(invalid(format!(
+            "annotation {key}={value:?}: expected \"wasm\" or \"linux\""
+        ))),
+        (CRUN_HANDLER, _) => Err(invalid(format!(
+            "annotation {key}={value:?}: amphi handles \"wasm\" and \"wasm-smart\""
+        ))),
+        _ => Err(invalid(format!(
+            "annotation {key}={value:?}: expected \"compat\" or \"compat-smart\""
+        ))),
+    }
+}
+
+/// Rule 3: what the entrypoint's bytes say, if anything.
+fn from_bytes(head: &[u8]) -> Option<(Kind, &'static str)> {
+    if classify(head).is_some() {
+        Some((Kind::Wasm, "WebAssembly"))
+    } else if head.starts_with(b"\x7fELF") {
+        Some((Kind::Linux, "an ELF binary"))
+    } else if head.starts_with(b"#!") {
+        Some((Kind::Linux, "a script (#!)"))
+    } else {
+        None
+    }
+}
+
+pub fn decide(
+    annotations: &HashMap<String, String>,
+    entry: &Entrypoint,
+) -> Result<Decision, Error> {
+    if annotations.get(CONTAINER_TYPE).map(String::as_str) == Some("sandbox") {
+        return Ok(Decision {
+            kind: Kind::Linux,
+            reason: format!("{CONTAINER_TYPE}=sandbox: pod sandboxes always run as Linux"),
+        });
+    }
+    let mut asked: Option<(Kind, String)> = None;
+    for key in [KIND, CRUN_HANDLER, WASM_VARIANT] {
+        let Some(value) = annotations.get(key) else {
+            continue;
+        };
+        let Some(kind) = from_annotation(key, value, entry)? else {
+            continue;
+        };
+        match &asked {
+            Some((first, by)) if *first != kind => {
+                return Err(invalid(format!(
+                    "conflicting annotations: {by} asks for {first}, {key}={value} for {kind}"
+                )));
+            }
+            Some(_) => {}
+            None => asked = Some((kind, format!("{key}={value}"))),
+        }
+    }
+    if let Some((kind, by)) = asked {
+        return Ok(Decision {
+            kind,
+            reason: format!("annotation {by}"),
+        });
+    }
+    match entry {
+        Entrypoint::Missing { name } => Err(invalid(format!("not found: {name}"))),
+        Entrypoint::Found { path, head } => match from_bytes(head) {
+            Some((kind, what)) => Ok(Decision {
+                kind,
+                reason: format!("entrypoint {path} is {what}"),
+            }),
+            None => Err(invalid(format!(
+                "cannot tell how to run {path}: no {KIND}, {CRUN_HANDLER} or {WASM_VARIANT} \
+                 annotation, and its first bytes are not ELF, #!, \\0asm or WebAssembly text"
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use containerd_shim::protos::ttrpc::Code;
+
+    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn found(path: &str, head: &[u8]) -> Entrypoint {
+        Entrypoint::Found {
+            path: path.into(),
+            head: head.to_vec(),
+        }
+    }
+
+    const ELF: &[u8] = b"\x7fELF\x02\x01\x01\0";
+    const WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn kind(a: &[(&str, &str)], e: &Entrypoint) -> Kind {
+        decide(&ann(a), e).unwrap().kind
+    }
+
+    fn err(a: &[(&str, &str)], e: &Entrypoint) -> String {
+        let e = decide(&ann(a), e).unwrap_err();
+        assert_eq!(e.code(), Code::INVALID_ARGUMENT);
+        e.to_string()
+    }
+
+    #[test]
+    fn rule1_pod_sandbox_is_linux_whatever_else_says() {
+        let d = decide(
+            &ann(&[(CONTAINER_TYPE, "sandbox"), (KIND, "wasm")]),
+            &found("/pause", WASM),
+        )
+        .unwrap();
+        assert_eq!(d.kind, Kind::Linux);
+        assert!(d.reason.contains("sandbox"), "{}", d.reason);
+    }
+
+    #[test]
+    fn rule2_our_annotation_wins_over_bytes() {
+        assert_eq!(kind(&[(KIND, "wasm")], &found("/bin/sh", ELF)), Kind::Wasm);
+        assert_eq!(
+            kind(&[(KIND, "linux")], &found("/app.wasm", WASM)),
+            Kind::Linux
+        );
+        let d = decide(&ann(&[(KIND, "wasm")]), &found("/x", ELF)).unwrap();
+        assert_eq!(d.reason, "annotation amphi.io/kind=wasm");
+    }
+
+    #[test]
+    fn rule2_crun_annotations() {
+        assert_eq!(
+            kind(&[(CRUN_HANDLER, "wasm")], &found("/x", ELF)),
+            Kind::Wasm
+        );
+        assert_eq!(
+            kind(&[(WASM_VARIANT, "compat")], &found("/x", ELF)),
+            Kind::Wasm
+        );
+    }
+
+    #[test]
+    fn rule2_smart_forms_look_at_the_file_name() {
+        let smart = [(CRUN_HANDLER, "wasm-smart")];
+        assert_eq!(kind(&smart, &found("/app.wasm", b"????")), Kind::Wasm);
+        assert_eq!(kind(&smart, &found("/app.wat", b"????")), Kind::Wasm);
+        // Not a .wasm name: the smart form defers to the bytes.
+        assert_eq!(kind(&smart, &found("/bin/sh", ELF)), Kind::Linux);
+        let variant = [(WASM_VARIANT, "compat-smart")];
+        assert_eq!(kind(&variant, &found("/app.wasm", b"????")), Kind::Wasm);
+        assert_eq!(kind(&variant, &found("/bin/app", ELF)), Kind::Linux);
+    }
+
+    #[test]
+    fn rule2_conflicts_and_unknown_values_are_errors() {
+        let e = err(
+            &[(KIND, "linux"), (CRUN_HANDLER, "wasm")],
+            &found("/x", ELF),
+        );
+        assert!(e.contains("conflicting"), "{e}");
+        let e = err(&[(KIND, "bogus")], &found("/x", ELF));
+        assert!(e.contains("bogus") && e.contains(KIND), "{e}");
+        let e = err(&[(CRUN_HANDLER, "krun")], &found("/x", ELF));
+        assert!(e.contains("krun"), "{e}");
+        let e = err(&[(WASM_VARIANT, "nope")], &found("/x", ELF));
+        assert!(e.contains("nope"), "{e}");
+        // Agreeing annotations are fine.
+        assert_eq!(
+            kind(&[(KIND, "wasm"), (CRUN_HANDLER, "wasm")], &found("/x", ELF)),
+            Kind::Wasm
+        );
+    }
+
+    #[test]
+    fn rule3_bytes() {
+        assert_eq!(kind(&[], &found("/hello.wasm", WASM)), Kind::Wasm);
+        assert_eq!(kind(&[], &found("/hello.wat", b"(module)")), Kind::Wasm);
+        assert_eq!(kind(&[], &found("/bin/busybox", ELF)), Kind::Linux);
+        assert_eq!(kind(&[], &found("/entry.sh", b"#!/bin/sh\n")), Kind::Linux);
+        let d = decide(&ann(&[]), &found("/hello.wasm", WASM)).unwrap();
+        assert_eq!(d.reason, "entrypoint /hello.wasm is WebAssembly");
+    }
+
+    #[test]
+    fn rule4_nothing_matches_names_what_was_tried() {
+        let e = err(&[], &found("/data.bin", b"\x01\x02\x03\x04"));
+        assert!(
+            e.contains("/data.bin") && e.contains(KIND) && e.contains("ELF"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_entrypoint_says_not_found() {
+        let e = err(
+            &[],
+            &Entrypoint::Missing {
+                name: "nosuch".into(),
+            },
+        );
+        assert_eq!(e, "not found: nosuch");
+    }
+}

@@ -1,0 +1,101 @@
+//! The glue between the two executors, which do not know each other: the Linux init
+//! helper calls a [`WasmRunner`] where it would `execve`, and this one runs the module
+//! with `amphi_wasm_executor` (wasmtime).
+//!
+//! The compiled-module cache lives in [`cache_dir`] (`AMPHI_WASM_CACHE_DIR`, default
+//! `/var/lib/amphi/wasm-cache`), bounded by `AMPHI_WASM_CACHE_MAX_BYTES` (default 1 GiB);
+//! the shim inherits both from containerd's environment.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use amphi_linux_executor::init::{PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
+use amphi_linux_executor::launch::ErrorKind;
+use amphi_linux_executor::plan::WasmWorkload;
+use amphi_wasm_executor::{Preopen, Prepared, RunSpec, WasmConfig, WasmError};
+
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/amphi/wasm-cache";
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
+
+/// Where compiled modules are kept (created by the shim, 0700, root-owned).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("AMPHI_WASM_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
+}
+
+pub fn cache_max_bytes() -> u64 {
+    std::env::var("AMPHI_WASM_CACHE_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CACHE_MAX_BYTES)
+}
+
+pub struct Runner;
+
+struct Job {
+    prepared: Prepared,
+    export: Option<String>,
+    memory_limit: Option<u64>,
+}
+
+impl WasmRunner for Runner {
+    fn prepare(
+        &self,
+        w: &WasmWorkload,
+        cache_dir: Option<OwnedFd>,
+    ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError> {
+        let bytes = std::fs::read(&w.module).map_err(|e| WasmPrepareError {
+            kind: if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::Internal
+            },
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!("not found: {}", w.module)
+            } else {
+                format!("read {}: {e}", w.module)
+            },
+        })?;
+        let config = WasmConfig {
+            cache_dir,
+            cache_max_bytes: w.cache_max_bytes,
+        };
+        let (prepared, _outcome) =
+            amphi_wasm_executor::prepare(&bytes, &config).map_err(|e| WasmPrepareError {
+                kind: match e {
+                    WasmError::Invalid(_) => ErrorKind::InvalidArgument,
+                    _ => ErrorKind::Internal,
+                },
+                message: format!("{}: {e}", w.module),
+            })?;
+        Ok(Box::new(Job {
+            prepared,
+            export: w.export.clone(),
+            memory_limit: w.memory_limit,
+        }))
+    }
+}
+
+impl PreparedWasm for Job {
+    fn run(self: Box<Self>, p: &WasmProcess) -> i32 {
+        let spec = RunSpec {
+            args: p.args.clone(),
+            env: p.env.clone(),
+            cwd: p.cwd.clone(),
+            preopens: p
+                .preopens
+                .iter()
+                .map(|(path, readonly)| Preopen {
+                    host: path.clone(),
+                    guest: path.to_string_lossy().into_owned(),
+                    readonly: *readonly,
+                })
+                .collect(),
+            memory_limit: self.memory_limit,
+            export: self.export,
+        };
+        self.prepared.run(&spec)
+    }
+}
