@@ -145,20 +145,28 @@ impl Tasks {
     pub async fn start(&self, id: &str) -> Result<i32> {
         let container = self.get(id)?;
         let created = container.begin_start()?;
-        let result = tokio::task::spawn_blocking(move || created.start())
+        let started = tokio::task::spawn_blocking(move || created.start())
             .await
-            .map_err(|e| Error::Launch(std::io::Error::other(e).into()));
-        match result {
-            Ok(Ok(())) => {
+            .map_err(|e| Error::Launch(std::io::Error::other(e).into()))
+            .and_then(|r| r.map_err(Error::from));
+        match started {
+            Ok(()) => {
                 container.finish_start(&self.events);
                 Ok(container.pid)
             }
-            Ok(Err(e)) => {
-                container.fail_start(&self.events);
-                Err(e.into())
-            }
             Err(e) => {
                 container.fail_start(&self.events);
+                // The init exits right after reporting the failure. Answer only once its
+                // exit is recorded, so the client's immediate Delete finds it stopped.
+                if tokio::time::timeout(RELEASE_TIMEOUT, container.wait())
+                    .await
+                    .is_err()
+                {
+                    log::warn!(
+                        "container {id}: init {} still alive after a failed start",
+                        container.pid
+                    );
+                }
                 Err(e)
             }
         }
