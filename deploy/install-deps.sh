@@ -81,6 +81,8 @@ if [ "$(printf '%s\n%s\n' "$min_rust" "$rust_version" | sort -V | head -n1)" != 
 fi
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy missing: rustup component add clippy"
+# The Wasm end-to-end suite builds a WASI 0.2 component fixture (tests/fixtures/wasm).
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || die "rustup target add wasm32-wasip2 failed (the Wasm e2e suite builds a component with it)"
 
 # containerd 1.7 and 2.1 for the version matrix, unpacked privately (never installed).
 "$repo/tests/scripts/fetch-containerd.sh" "$containerd_dir" trixie=1.7.24 sid=2.1.9

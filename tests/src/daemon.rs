@@ -10,6 +10,9 @@
 //!   bin/            first on the daemon's PATH: containerd-shim-amphi-v1 -> the built shim
 //!   root/ state/    containerd's --root and --state
 //!   work/           scratch space for the test (bind mount sources, specs, rootfs copies)
+//!   wasm-cache/     the shim's compiled-module cache: AMPHI_WASM_CACHE_DIR in the daemon's
+//!                   environment, which the shims it starts inherit; entries persist across
+//!                   containers, so nothing in it counts as a leak
 //! ```
 //!
 //! Dropping a [`Containerd`] removes every container it still knows, stops the daemon
@@ -37,6 +40,8 @@ use crate::version::Version;
 pub const RUN_ROOT: &str = "/run/amphi-e2e";
 /// The containerd namespace the cases use.
 pub const NAMESPACE: &str = "default";
+/// The environment variable naming the shim's compiled Wasm module cache directory.
+pub const WASM_CACHE_ENV: &str = "AMPHI_WASM_CACHE_DIR";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,6 +141,14 @@ impl Containerd {
         self.dir.join("work")
     }
 
+    /// The shim's compiled Wasm module cache of this daemon (`AMPHI_WASM_CACHE_DIR` in the
+    /// daemon's environment, inherited by the shims it starts; the shim creates it on first
+    /// use). Its entries outlive containers by design: the leak checks ignore everything
+    /// in it.
+    pub fn wasm_cache_dir(&self) -> PathBuf {
+        self.dir.join("wasm-cache")
+    }
+
     /// The directory put first on the daemon's PATH (holds the shim symlink).
     pub fn bin_dir(&self) -> PathBuf {
         self.dir.join("bin")
@@ -225,6 +238,7 @@ impl Containerd {
             .env_remove("CONTAINERD_ADDRESS")
             .env_remove("CONTAINERD_NAMESPACE")
             .env("TMPDIR", self.work_dir())
+            .env(WASM_CACHE_ENV, self.wasm_cache_dir())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -354,6 +368,7 @@ impl Containerd {
         loop {
             let mut found: Vec<String> = leaks::mounts_matching(&[self.dir.display().to_string()])
                 .into_iter()
+                .filter(|m| !leaks::mount_is_under(m, &self.wasm_cache_dir()))
                 .map(|m| format!("mount: {m}"))
                 .collect();
             found.extend(

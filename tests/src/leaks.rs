@@ -13,6 +13,9 @@
 //!   task's bundle directory under the state dir;
 //! - stdio FIFOs named after the id under `/run/containerd/fifo`.
 //!
+//! Nothing in the daemon's Wasm module cache ([`Containerd::wasm_cache_dir`]) is a leak:
+//! compiled modules are meant to outlive the containers that used them.
+//!
 //! Teardown is asynchronous in containerd (the shim exits after `delete` returns), so the
 //! checks poll for a few seconds and report only what persists.
 
@@ -223,8 +226,11 @@ impl Containerd {
     pub fn leaks(&self, id: &str) -> Vec<String> {
         let mut leaks = Vec::new();
         let ids = vec![id.to_string()];
+        let cache = self.wasm_cache_dir();
         for line in mounts_matching(&ids) {
-            leaks.push(format!("mount: {line}"));
+            if !mount_is_under(&line, &cache) {
+                leaks.push(format!("mount: {line}"));
+            }
         }
         for dir in cgroups_matching(&ids) {
             leaks.push(format!("cgroup: {}", dir.display()));
@@ -395,6 +401,14 @@ pub fn unmount_matching(needles: &[String]) {
     }
 }
 
+/// Whether the mount point of a `/proc/self/mountinfo` line is `dir` or below it.
+pub fn mount_is_under(line: &str, dir: &Path) -> bool {
+    line.split(' ')
+        .nth(4)
+        .map(unescape_mountinfo)
+        .is_some_and(|point| Path::new(&point).starts_with(dir))
+}
+
 fn unescape_mountinfo(field: &str) -> String {
     field
         .replace("\\040", " ")
@@ -442,6 +456,20 @@ mod tests {
         assert!(t.is_some());
         assert!(t.is_some_and(|t| process_alive(me, t)));
         assert!(!process_alive(me, t.unwrap_or(0) + 1));
+    }
+
+    #[test]
+    fn mounts_in_the_wasm_cache_are_recognised() {
+        let line = "99 30 0:52 / /run/amphi-e2e/dX/wasm-cache/m rw - tmpfs tmpfs rw";
+        assert!(mount_is_under(
+            line,
+            Path::new("/run/amphi-e2e/dX/wasm-cache")
+        ));
+        assert!(!mount_is_under(line, Path::new("/run/amphi-e2e/dX/work")));
+        assert!(!mount_is_under(
+            "99 30 0:52 / /run/amphi-e2e/dX/wasm-cache-other rw - tmpfs tmpfs rw",
+            Path::new("/run/amphi-e2e/dX/wasm-cache")
+        ));
     }
 
     #[test]

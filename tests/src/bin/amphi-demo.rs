@@ -7,12 +7,14 @@
 //! ```
 //!
 //! `AMPHI_E2E_RUNTIME` picks another runtime (e.g. `io.containerd.runc.v2`) to compare.
-//! The demo is a list of [`Act`]s run in order against one daemon; a Wasm act joins the list
-//! when the Wasm executor lands. Exits non-zero if any act fails.
+//! The demo is a list of [`Act`]s run in order against one daemon: Linux containers, then
+//! a Linux and a WebAssembly container side by side (the Wasm image is built from
+//! `tests/fixtures/wasm/*.wat` with `amphi-image`). Exits non-zero if any act fails.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use amphi_e2e::wasm::{fixture, image_name};
 use amphi_e2e::{Containerd, IMAGE, Version, env, runtime};
 
 /// One step of the demo: a title and what it does with the daemon.
@@ -21,7 +23,7 @@ struct Act {
     run: fn(&Containerd) -> Result<(), String>,
 }
 
-/// The demo, in order. Add a Wasm act here when Wasm support lands.
+/// The demo, in order.
 const ACTS: &[Act] = &[
     Act {
         title: "run a Linux container and print its output",
@@ -30,6 +32,10 @@ const ACTS: &[Act] = &[
     Act {
         title: "a detached Linux container: task ls, task ps, task metrics",
         run: linux_metrics,
+    },
+    Act {
+        title: "a Linux container and a WebAssembly container side by side",
+        run: wasm_side_by_side,
     },
 ];
 
@@ -188,5 +194,142 @@ fn linux_metrics(d: &Containerd) -> Result<(), String> {
     show(d, &["containers", "delete", id]);
     d.assert_no_leaks(id);
     println!("no mounts, cgroups, processes or sockets left for {id}");
+    result
+}
+
+/// Builds `localhost/<name>:test` from the fixture `<fixture>.wat` with amphi-image and
+/// imports it, showing the equivalent commands.
+fn build_wasm_image(d: &Containerd, name: &str, fixture_name: &str) -> Result<String, String> {
+    let module = fixture(fixture_name);
+    let image = image_name(name);
+    let tar = d.work_dir().join(format!("{name}.tar"));
+    println!(
+        "$ amphi-image wasm {} --name {} -o {}",
+        module.display(),
+        image.full(),
+        tar.display()
+    );
+    let opts = amphi_image::WasmImageOptions::new(image.clone(), amphi_image::Platform::host());
+    let layout = amphi_image::wasm_image(&module, &opts).map_err(|e| e.to_string())?;
+    layout.write_tar(&tar).map_err(|e| e.to_string())?;
+    println!(
+        "  (one layer holding /{fixture_name}.wasm, entrypoint [\"/{fixture_name}.wasm\"], manifest {})",
+        layout.manifest_digest()
+    );
+    let tar = tar.display().to_string();
+    let out = show(
+        d,
+        &["images", "import", "--base-name", &image.repository, &tar],
+    );
+    if !out.success() {
+        return Err(format!("import of {} failed", image.full()));
+    }
+    Ok(image.full())
+}
+
+fn wasm_side_by_side(d: &Containerd) -> Result<(), String> {
+    let rt = runtime();
+    let hello = build_wasm_image(d, "wasm-hello", "hello")?;
+    let out = show(
+        d,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            &rt,
+            &hello,
+            &d.new_id("demo-wasm-hello"),
+        ],
+    );
+    if out.stdout.trim() != "hello from wasm" || !out.success() {
+        return Err("the Wasm hello module did not say hello".into());
+    }
+    println!("the same runtime ran a WebAssembly module: amphi recognised it by its bytes");
+
+    let spinner = build_wasm_image(d, "wasm-loop", "loop")?;
+    let linux = d.new_id("demo-linux");
+    let wasm = d.new_id("demo-wasm");
+    let linux_log = d.work_dir().join("linux.log");
+    let wasm_log = d.work_dir().join("wasm.log");
+    let linux_uri = format!("file://{}", linux_log.display());
+    let wasm_uri = format!("file://{}", wasm_log.display());
+    let started = [
+        show(
+            d,
+            &[
+                "run",
+                "-d",
+                "--runtime",
+                &rt,
+                "--log-uri",
+                &linux_uri,
+                IMAGE,
+                &linux,
+                "sh",
+                "-c",
+                "while true; do echo linux tick; sleep 1; done",
+            ],
+        ),
+        show(
+            d,
+            &[
+                "run",
+                "-d",
+                "--runtime",
+                &rt,
+                "--log-uri",
+                &wasm_uri,
+                "--memory-limit",
+                "67108864",
+                &spinner,
+                &wasm,
+            ],
+        ),
+    ];
+    if started.iter().any(|o| !o.success()) {
+        return Err("ctr run -d failed".into());
+    }
+    d.wait_task_status(&linux, "RUNNING");
+    d.wait_task_status(&wasm, "RUNNING");
+    std::thread::sleep(Duration::from_millis(1500));
+    let tasks = show(d, &["tasks", "ls"]);
+    let both_running = [&linux, &wasm].iter().all(|id| {
+        tasks
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(id.as_str()) && l.contains("RUNNING"))
+    });
+    let mut result = if both_running {
+        Ok(())
+    } else {
+        Err("ctr task ls does not show both containers RUNNING".to_string())
+    };
+    for (what, log, want) in [
+        ("Linux", &linux_log, "linux tick"),
+        ("Wasm", &wasm_log, "looping"),
+    ] {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        println!("output of the {what} container ({}):", log.display());
+        for line in text.lines().take(5) {
+            println!("  | {line}");
+        }
+        if !text.contains(want) && result.is_ok() {
+            result = Err(format!("the {what} container printed nothing"));
+        }
+    }
+    let metrics = show(d, &["tasks", "metrics", &wasm]);
+    if !(metrics.success() && metrics.stdout.contains("memory")) && result.is_ok() {
+        result = Err("ctr task metrics printed no memory figures for the Wasm task".into());
+    }
+    println!("the Wasm task is a real process in its own cgroup: memory and CPU are accounted");
+    for id in [&wasm, &linux] {
+        show(d, &["tasks", "kill", "-s", "SIGKILL", id]);
+        d.wait_task_status(id, "STOPPED");
+        let status = d.delete_task(id);
+        println!("task {id} exited with status {status}");
+        show(d, &["containers", "delete", id]);
+        d.assert_no_leaks(id);
+    }
+    println!("no mounts, cgroups, processes or sockets left for either container");
     result
 }
