@@ -12,6 +12,7 @@ mod bootstrap;
 mod dispatch;
 mod error;
 mod metrics;
+mod options;
 mod reaper;
 mod server;
 mod service;

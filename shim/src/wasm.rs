@@ -2,9 +2,10 @@
 //! helper calls a [`WasmRunner`] where it would `execve`, and this one runs the module
 //! with `amphi_wasm_executor` (wasmtime).
 //!
-//! The compiled-module cache lives in [`cache_dir`] (`AMPHI_WASM_CACHE_DIR`, default
-//! `/var/lib/amphi/wasm-cache`), bounded by `AMPHI_WASM_CACHE_MAX_BYTES` (default 1 GiB);
-//! the shim inherits both from containerd's environment.
+//! The compiled-module cache lives in [`cache_dir`], bounded by [`cache_max_bytes`]: the
+//! runtime options ([`crate::options`]) win, then `AMPHI_WASM_CACHE_DIR` /
+//! `AMPHI_WASM_CACHE_MAX_BYTES` from containerd's environment, then the defaults
+//! (`/var/lib/amphi/wasm-cache`, 1 GiB).
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -14,18 +15,26 @@ use amphi_linux_executor::launch::ErrorKind;
 use amphi_linux_executor::plan::WasmWorkload;
 use amphi_wasm_executor::{Preopen, Prepared, RunSpec, WasmConfig, WasmError};
 
+use crate::options::Options;
+
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/amphi/wasm-cache";
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
 
 /// Where compiled modules are kept (created by the shim, 0700, root-owned).
-pub fn cache_dir() -> PathBuf {
+pub fn cache_dir(options: &Options) -> PathBuf {
+    if let Some(dir) = &options.wasm_cache_dir {
+        return dir.clone();
+    }
     std::env::var_os("AMPHI_WASM_CACHE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
 }
 
-pub fn cache_max_bytes() -> u64 {
+pub fn cache_max_bytes(options: &Options) -> u64 {
+    if let Some(max) = options.wasm_cache_max_bytes {
+        return max;
+    }
     std::env::var("AMPHI_WASM_CACHE_MAX_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())

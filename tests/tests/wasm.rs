@@ -500,6 +500,56 @@ e2e_test!(
 );
 
 e2e_test!(
+    cache_dir_from_runtime_options,
+    [v1_6, v2_1],
+    |d: &Containerd| {
+        // ctr --runtime-config-path reaches the shim as runtimeoptions.v1.Options; the
+        // TOML it names moves the cache away from the daemon's default.
+        let image = hello_image(d);
+        let custom = d.work_dir().join("options-cache");
+        let options = d.work_dir().join("amphi-options.toml");
+        std::fs::write(
+            &options,
+            format!("wasm_cache_dir = {:?}\n", custom.display().to_string()),
+        )
+        .expect("write the runtime options");
+        let id = d.new_id("wopts");
+        let opts = [
+            "--runtime-config-path",
+            options.to_str().expect("utf-8 path"),
+        ];
+        assert_hello(d, &d.run_image_rm(&id, &opts, &image, &[]), "options run");
+        d.assert_no_leaks(&id);
+        let entries = cache_entries(&custom);
+        assert_eq!(
+            entries.len(),
+            1,
+            "{}: the module should be cached in {} (from the runtime options): {entries:?}",
+            d.version(),
+            custom.display()
+        );
+
+        // A typo in the options is a clear error, not a silent default.
+        std::fs::write(&options, "wasm_cache_dirr = \"/x\"\n").expect("write");
+        let id = d.new_id("wbadopts");
+        let out = d.run_image_rm(&id, &opts, &image, &[]);
+        assert_ne!(
+            out.code(),
+            Some(0),
+            "{}: bad options accepted:\n{out}",
+            d.version()
+        );
+        assert!(
+            out.stderr.contains("wasm_cache_dirr"),
+            "{}: the error should name the unknown key:\n{out}",
+            d.version()
+        );
+        let _ = d.ctr(&["container", "delete", &id]);
+        d.assert_no_leaks(&id);
+    }
+);
+
+e2e_test!(
     second_run_is_served_from_the_cache,
     [v1_6, v2_1],
     |d: &Containerd| {

@@ -110,6 +110,7 @@ pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -
             "restoring from a checkpoint is not supported".into(),
         ));
     }
+    let options = crate::options::from_any(req.options.as_ref())?;
     let bundle = PathBuf::from(&req.bundle);
     let spec = load_spec(&bundle)?;
     let rootfs = rootfs_path(req, &spec, &bundle)?;
@@ -134,10 +135,10 @@ pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -
     );
     let mut plan = InitPlan::from_spec(&spec, &rootfs)?;
     if let Some(wasm) = wasm {
-        let dir = crate::wasm::cache_dir();
+        let dir = crate::wasm::cache_dir(&options);
         create_cache_dir(&dir)?;
         plan = plan.with_workload(Workload::Wasm(
-            wasm.with_cache(dir, crate::wasm::cache_max_bytes()),
+            wasm.with_cache(dir, crate::wasm::cache_max_bytes(&options)),
         ));
     }
     for warning in &plan.warnings {
