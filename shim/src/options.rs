@@ -15,7 +15,10 @@
 //! wasm_cache_max_bytes = 1073741824              # its size bound
 //! ```
 //!
-//! Unknown keys are an error, so a typo does not silently fall back to a default. What
+//! Unknown keys are an error, so a typo does not silently fall back to a default. ctr
+//! sends runc's own option types for some flags (`--uidmap` sends
+//! `containerd.runc.v1.Options`, or `containerd.linux.runc.CreateOptions` on 1.6): they
+//! carry nothing for amphi and are ignored, as is any other type (with a warning). What
 //! is not set comes from the environment (`AMPHI_WASM_CACHE_DIR`,
 //! `AMPHI_WASM_CACHE_MAX_BYTES`), then from the defaults.
 
@@ -29,6 +32,11 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 const RUNTIME_OPTIONS: &str = "runtimeoptions.v1.Options";
+/// runc's option types, which ctr sends for flags such as `--uidmap`.
+const RUNC_OPTIONS: &[&str] = &[
+    "containerd.runc.v1.Options",
+    "containerd.linux.runc.CreateOptions",
+];
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,11 +89,14 @@ pub fn from_any(any: Option<&Any>) -> Result<Options> {
     };
     let name = any.type_url.rsplit('/').next().unwrap_or_default();
     if name != RUNTIME_OPTIONS {
-        return Err(Error::InvalidArgument(format!(
-            "runtime options of type {} are not understood by amphi (use {RUNTIME_OPTIONS} \
-             with ConfigPath or ConfigBody)",
-            any.type_url
-        )));
+        if !RUNC_OPTIONS.contains(&name) {
+            log::warn!(
+                "runtime options of type {} ignored: amphi reads {RUNTIME_OPTIONS} \
+                 (ConfigPath or ConfigBody)",
+                any.type_url
+            );
+        }
+        return Ok(Options::default());
     }
     let w = decode_wrapper(&any.value)?;
     match (w.config_path.is_empty(), w.config_body.is_empty()) {
@@ -136,6 +147,25 @@ mod tests {
     }
 
     #[test]
+    fn runc_options_from_ctr_are_ignored() {
+        for type_url in [
+            "containerd.runc.v1.Options",
+            "containerd.linux.runc.CreateOptions",
+        ] {
+            let any = Any {
+                type_url: type_url.into(),
+                value: vec![0x08, 0x01],
+                ..Default::default()
+            };
+            assert_eq!(
+                from_any(Some(&any)).unwrap(),
+                Options::default(),
+                "{type_url}"
+            );
+        }
+    }
+
+    #[test]
     fn config_body_and_config_path() {
         let o = from_any(Some(&wrapper("", "wasm_cache_dir = \"/c\"\n"))).unwrap();
         assert_eq!(o.wasm_cache_dir, Some(PathBuf::from("/c")));
@@ -155,13 +185,6 @@ mod tests {
                 "/nonexistent/amphi.toml",
             ),
             (wrapper("/a", "b = 1"), "not both"),
-            (
-                Any {
-                    type_url: "containerd.runc.v1.Options".into(),
-                    ..Default::default()
-                },
-                "containerd.runc.v1.Options",
-            ),
         ];
         for (any, needle) in cases {
             let e = from_any(Some(&any)).unwrap_err();
