@@ -9,12 +9,19 @@
 //!    compat|compat-smart`; the `-smart` forms mean "Wasm only if the entrypoint ends in
 //!    `.wasm` or `.wat`"). Annotations that disagree are an error, not a guess; so is a
 //!    value we do not know.
-//! 3. The entrypoint's first bytes: `\0asm` (module or component) or WAT text → Wasm;
-//!    ELF or `#!` → Linux.
-//! 4. Otherwise: an error naming the rules tried.
+//! 3. A native entrypoint (ELF or `#!`) → Linux: nothing else could run it.
+//! 4. The image, read through containerd's API ([`crate::image`]): the Wasm OCI artifact,
+//!    a `wasi/wasm` platform or a wasm layer media type → Wasm. An image that says
+//!    nothing (or no image facts at all) defers to rule 5. A Wasm image whose module is
+//!    not in the rootfs (a pure artifact) is an error: running modules straight from the
+//!    content store is not supported yet.
+//! 5. The entrypoint's first bytes: `\0asm` (module or component) or WAT text → Wasm.
+//! 6. Otherwise: an error naming the rules tried.
 //!
-//! Limitations: image metadata read through containerd's API (the Wasm OCI artifact,
-//! `wasi/wasm` platforms, wasm layer media types) is not consulted yet.
+//! The image costs a few gRPC round trips (about 4 ms), so callers ask [`needs_image`]
+//! first: when rules 1 to 3 decide (pod sandboxes, annotated containers, native programs:
+//! the whole Linux start path), the image is not read. Rule 3 precedes the image, unlike
+//! the order in `../shared/design/architecture.md`; see `docs/decisions.md`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +30,7 @@ use amphi_wasm_executor::classify;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::image::ImageFacts;
 
 pub const KIND: &str = "amphi.io/kind";
 pub const CRUN_HANDLER: &str = "run.oci.handler";
@@ -99,7 +107,7 @@ fn from_annotation(key: &str, value: &str, entry: &Entrypoint) -> Result<Option<
     }
 }
 
-/// Rule 3: what the entrypoint's bytes say, if anything.
+/// Rule 4: what the entrypoint's bytes say, if anything.
 fn from_bytes(head: &[u8]) -> Option<(Kind, &'static str)> {
     if classify(head).is_some() {
         Some((Kind::Wasm, "WebAssembly"))
@@ -112,15 +120,17 @@ fn from_bytes(head: &[u8]) -> Option<(Kind, &'static str)> {
     }
 }
 
-pub fn decide(
+/// Rules 1 and 2: the decision the spec alone makes, `None` when it defers to the image
+/// and the entrypoint.
+fn from_spec(
     annotations: &HashMap<String, String>,
     entry: &Entrypoint,
-) -> Result<Decision, Error> {
+) -> Result<Option<Decision>, Error> {
     if annotations.get(CONTAINER_TYPE).map(String::as_str) == Some("sandbox") {
-        return Ok(Decision {
+        return Ok(Some(Decision {
             kind: Kind::Linux,
             reason: format!("{CONTAINER_TYPE}=sandbox: pod sandboxes always run as Linux"),
-        });
+        }));
     }
     let mut asked: Option<(Kind, String)> = None;
     for key in [KIND, CRUN_HANDLER, WASM_VARIANT] {
@@ -140,11 +150,61 @@ pub fn decide(
             None => asked = Some((kind, format!("{key}={value}"))),
         }
     }
-    if let Some((kind, by)) = asked {
-        return Ok(Decision {
-            kind,
-            reason: format!("annotation {by}"),
-        });
+    Ok(asked.map(|(kind, by)| Decision {
+        kind,
+        reason: format!("annotation {by}"),
+    }))
+}
+
+/// Rule 3: a native program runs natively, whatever the image says.
+fn native(entry: &Entrypoint) -> Option<Decision> {
+    match entry {
+        Entrypoint::Found { path, head } => match from_bytes(head) {
+            Some((Kind::Linux, what)) => Some(Decision {
+                kind: Kind::Linux,
+                reason: format!("entrypoint {path} is {what}"),
+            }),
+            _ => None,
+        },
+        Entrypoint::Missing { .. } => None,
+    }
+}
+
+/// Whether [`decide`] would look at the image: rules 1 to 3 neither decide nor fail.
+pub fn needs_image(annotations: &HashMap<String, String>, entry: &Entrypoint) -> bool {
+    matches!(from_spec(annotations, entry), Ok(None)) && native(entry).is_none()
+}
+
+/// The container's kind, by the rules in the module docs. `image` is what
+/// [`crate::image::inspect`] found, `None` when there are no image facts (or when
+/// [`needs_image`] said they are not needed).
+pub fn decide(
+    annotations: &HashMap<String, String>,
+    image: Option<&ImageFacts>,
+    entry: &Entrypoint,
+) -> Result<Decision, Error> {
+    if let Some(decision) = from_spec(annotations, entry)? {
+        return Ok(decision);
+    }
+    if let Some(decision) = native(entry) {
+        return Ok(decision);
+    }
+    if let Some(ImageFacts {
+        name: image,
+        wasm: Some(reason),
+    }) = image
+    {
+        return match entry {
+            Entrypoint::Found { .. } => Ok(Decision {
+                kind: Kind::Wasm,
+                reason: reason.clone(),
+            }),
+            Entrypoint::Missing { name } => Err(invalid(format!(
+                "image {image} is a WebAssembly artifact; running modules straight from \
+                 containerd's content store is not supported yet (entrypoint {name} is not \
+                 in the rootfs)"
+            ))),
+        };
     }
     match entry {
         Entrypoint::Missing { name } => Err(invalid(format!("not found: {name}"))),
@@ -155,7 +215,8 @@ pub fn decide(
             }),
             None => Err(invalid(format!(
                 "cannot tell how to run {path}: no {KIND}, {CRUN_HANDLER} or {WASM_VARIANT} \
-                 annotation, and its first bytes are not ELF, #!, \\0asm or WebAssembly text"
+                 annotation, the image does not say it is WebAssembly, and its first bytes \
+                 are not ELF, #!, \\0asm or WebAssembly text"
             ))),
         },
     }
@@ -185,11 +246,11 @@ mod tests {
     const WASM: &[u8] = b"\0asm\x01\0\0\0";
 
     fn kind(a: &[(&str, &str)], e: &Entrypoint) -> Kind {
-        decide(&ann(a), e).unwrap().kind
+        decide(&ann(a), None, e).unwrap().kind
     }
 
     fn err(a: &[(&str, &str)], e: &Entrypoint) -> String {
-        let e = decide(&ann(a), e).unwrap_err();
+        let e = decide(&ann(a), None, e).unwrap_err();
         assert_eq!(e.code(), Code::INVALID_ARGUMENT);
         e.to_string()
     }
@@ -198,6 +259,7 @@ mod tests {
     fn rule1_pod_sandbox_is_linux_whatever_else_says() {
         let d = decide(
             &ann(&[(CONTAINER_TYPE, "sandbox"), (KIND, "wasm")]),
+            Some(&wasm_image()),
             &found("/pause", WASM),
         )
         .unwrap();
@@ -212,7 +274,7 @@ mod tests {
             kind(&[(KIND, "linux")], &found("/app.wasm", WASM)),
             Kind::Linux
         );
-        let d = decide(&ann(&[(KIND, "wasm")]), &found("/x", ELF)).unwrap();
+        let d = decide(&ann(&[(KIND, "wasm")]), None, &found("/x", ELF)).unwrap();
         assert_eq!(d.reason, "annotation amphi.io/kind=wasm");
     }
 
@@ -260,18 +322,124 @@ mod tests {
         );
     }
 
+    fn wasm_image() -> ImageFacts {
+        ImageFacts {
+            name: "localhost/w:1".into(),
+            wasm: Some("image localhost/w:1 has platform wasip1/wasm".into()),
+        }
+    }
+
+    fn silent_image() -> ImageFacts {
+        ImageFacts {
+            name: "localhost/l:1".into(),
+            wasm: None,
+        }
+    }
+
     #[test]
-    fn rule3_bytes() {
+    fn rule3_a_native_entrypoint_runs_natively_without_asking_the_image() {
+        for (head, what) in [
+            (ELF, "an ELF binary"),
+            (&b"#!/bin/sh\n"[..], "a script (#!)"),
+        ] {
+            let d = decide(&ann(&[]), Some(&wasm_image()), &found("/app", head)).unwrap();
+            assert_eq!(d.kind, Kind::Linux);
+            assert_eq!(d.reason, format!("entrypoint /app is {what}"));
+            // The Linux start path pays no gRPC round trip.
+            assert!(!needs_image(&ann(&[]), &found("/app", head)));
+        }
+    }
+
+    #[test]
+    fn rule4_the_image_says_wasm() {
+        for head in [WASM, &b"\x01\x02unknown"[..]] {
+            let d = decide(&ann(&[]), Some(&wasm_image()), &found("/app", head)).unwrap();
+            assert_eq!(d.kind, Kind::Wasm);
+            assert_eq!(d.reason, "image localhost/w:1 has platform wasip1/wasm");
+            assert!(needs_image(&ann(&[]), &found("/app", head)));
+        }
+        assert!(needs_image(
+            &ann(&[]),
+            &Entrypoint::Missing { name: "x".into() }
+        ));
+    }
+
+    #[test]
+    fn rule4_a_silent_image_or_no_facts_defer_to_the_bytes() {
+        for image in [Some(&silent_image()), None] {
+            let d = decide(&ann(&[]), image, &found("/bin/sh", ELF)).unwrap();
+            assert_eq!(d.kind, Kind::Linux);
+            assert_eq!(d.reason, "entrypoint /bin/sh is an ELF binary");
+            let d = decide(&ann(&[]), image, &found("/hello.wasm", WASM)).unwrap();
+            assert_eq!(d.reason, "entrypoint /hello.wasm is WebAssembly");
+        }
+        let e = decide(
+            &ann(&[]),
+            Some(&silent_image()),
+            &Entrypoint::Missing { name: "x".into() },
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "not found: x");
+    }
+
+    #[test]
+    fn rule4_annotations_and_sandboxes_beat_the_image() {
+        let image = Some(&wasm_image());
+        let linux = ann(&[(KIND, "linux")]);
+        let d = decide(&linux, image, &found("/app.wasm", WASM)).unwrap();
+        assert_eq!(d.kind, Kind::Linux);
+        assert_eq!(d.reason, "annotation amphi.io/kind=linux");
+        // Rules 1 and 2 decide (or fail) without the image: it is not read at all.
+        assert!(!needs_image(&linux, &found("/app.wasm", WASM)));
+        assert!(!needs_image(
+            &ann(&[(CONTAINER_TYPE, "sandbox")]),
+            &found("/pause", ELF)
+        ));
+        assert!(!needs_image(&ann(&[(KIND, "bogus")]), &found("/x", ELF)));
+        // A smart annotation that defers to the bytes does not decide.
+        assert!(needs_image(
+            &ann(&[(CRUN_HANDLER, "wasm-smart")]),
+            &found("/bin/app", b"????")
+        ));
+        assert!(needs_image(
+            &ann(&[(CONTAINER_TYPE, "container")]),
+            &found("/bin/app", b"????")
+        ));
+    }
+
+    #[test]
+    fn rule4_a_wasm_image_without_the_module_in_the_rootfs_is_an_error() {
+        let e = decide(
+            &ann(&[]),
+            Some(&wasm_image()),
+            &Entrypoint::Missing {
+                name: "/hello.wasm".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), Code::INVALID_ARGUMENT);
+        let e = e.to_string();
+        assert!(
+            e.starts_with(
+                "image localhost/w:1 is a WebAssembly artifact; running modules straight \
+                 from containerd's content store is not supported yet"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rule4_bytes() {
         assert_eq!(kind(&[], &found("/hello.wasm", WASM)), Kind::Wasm);
         assert_eq!(kind(&[], &found("/hello.wat", b"(module)")), Kind::Wasm);
         assert_eq!(kind(&[], &found("/bin/busybox", ELF)), Kind::Linux);
         assert_eq!(kind(&[], &found("/entry.sh", b"#!/bin/sh\n")), Kind::Linux);
-        let d = decide(&ann(&[]), &found("/hello.wasm", WASM)).unwrap();
+        let d = decide(&ann(&[]), None, &found("/hello.wasm", WASM)).unwrap();
         assert_eq!(d.reason, "entrypoint /hello.wasm is WebAssembly");
     }
 
     #[test]
-    fn rule4_nothing_matches_names_what_was_tried() {
+    fn rule5_nothing_matches_names_what_was_tried() {
         let e = err(&[], &found("/data.bin", b"\x01\x02\x03\x04"));
         assert!(
             e.contains("/data.bin") && e.contains(KIND) && e.contains("ELF"),

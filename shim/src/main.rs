@@ -11,6 +11,7 @@
 mod bootstrap;
 mod dispatch;
 mod error;
+mod image;
 mod metrics;
 mod options;
 mod reaper;

@@ -18,6 +18,7 @@ use containerd_shim::protos::ttrpc::r#async::{Server, Service as TtrpcService};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
+use crate::image::ContainerdApi;
 use crate::reaper;
 use crate::service::Service;
 use crate::task::{Events, Tasks};
@@ -97,7 +98,11 @@ pub async fn serve(flags: &Flags) -> Result<()> {
         Error::InvalidArgument("TTRPC_ADDRESS is not set: cannot publish events".into())
     })?;
     let events = Events::start(&ttrpc_address, flags.namespace.clone());
-    let tasks = Arc::new(Tasks::new(events.clone()));
+    let containerd = ContainerdApi {
+        address: flags.address.clone(),
+        namespace: flags.namespace.clone(),
+    };
+    let tasks = Arc::new(Tasks::new(events.clone(), containerd));
     let reaped = tasks.clone();
     tokio::spawn(async move {
         while let Some(exit) = exits.recv().await {

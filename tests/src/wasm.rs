@@ -320,6 +320,20 @@ impl Containerd {
         Background::spawn(&mut command)
     }
 
+    /// The shim's dispatch decision for container `id`, from the daemon log: the line
+    /// holding `container <id>: wasm (<reason>)` or `container <id>: linux (<reason>)`
+    /// (the shim logs it at info into the bundle's log FIFO, which containerd copies into
+    /// its own log). `None` when there is no such line.
+    pub fn dispatch_line(&self, id: &str) -> Option<String> {
+        let log = fs::read(self.log_path()).ok()?;
+        let wasm = format!("container {id}: wasm (");
+        let linux = format!("container {id}: linux (");
+        String::from_utf8_lossy(&log)
+            .lines()
+            .find(|l| l.contains(&wasm) || l.contains(&linux))
+            .map(str::to_string)
+    }
+
     /// `ctr run -d` of `image`: waits until the task runs and returns its row.
     pub fn run_image_detached(
         &self,

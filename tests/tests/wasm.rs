@@ -826,6 +826,53 @@ e2e_test!(wasi_platform_image, [v1_6, v2_1], |d: &Containerd| {
     d.assert_no_leaks(&id);
 });
 
+// Dispatch rule 3: the shim reads a wasi/wasm-platform image through containerd's gRPC
+// API and the image decides; a linux/<host arch> module image says nothing, so the
+// entrypoint's bytes still decide.
+e2e_test!(image_decides, [v1_6, v2_1], |d: &Containerd| {
+    let name = image_name("hello-wasi-rule3");
+    let opts = amphi_image::WasmImageOptions::new(name.clone(), amphi_image::Platform::wasi());
+    let layout = amphi_image::wasm_image(&fixture("hello"), &opts).expect("build the wasi image");
+    d.try_import_layout(&layout, &["--platform", "wasip1/wasm"])
+        .expect_success("ctr image import --platform wasip1/wasm");
+
+    let id = d.new_id("wrule3");
+    let out = d.run_image_rm(&id, &["--platform", "wasip1/wasm"], &name.full(), &[]);
+    assert_hello(d, &out, "a wasip1/wasm image");
+    let line = d.dispatch_line(&id).unwrap_or_else(|| {
+        panic!(
+            "{}: no dispatch decision for {id} in the daemon log:\n{}",
+            d.version(),
+            d.log_tail(40)
+        )
+    });
+    let expected = format!("wasm (image {} has platform wasip1/wasm)", name.full());
+    assert!(
+        line.contains(&expected),
+        "{}: expected the image to decide ({expected:?}):\n{line}",
+        d.version()
+    );
+    d.assert_no_leaks(&id);
+
+    let image = hello_image(d);
+    let id = d.new_id("wbytes");
+    let out = d.run_image_rm(&id, &[], &image, &[]);
+    assert_hello(d, &out, "a linux-platform module image");
+    let line = d.dispatch_line(&id).unwrap_or_else(|| {
+        panic!(
+            "{}: no dispatch decision for {id} in the daemon log:\n{}",
+            d.version(),
+            d.log_tail(40)
+        )
+    });
+    assert!(
+        line.contains("wasm (entrypoint /hello.wasm is WebAssembly)"),
+        "{}: expected the entrypoint bytes to decide:\n{line}",
+        d.version()
+    );
+    d.assert_no_leaks(&id);
+});
+
 // The CNCF Wasm OCI artifact: what containerd and ctr do with it (recorded behaviour).
 e2e_test!(wasm_artifact_import, [v1_6, v2_1], |d: &Containerd| {
     let name = image_name("hello-artifact");

@@ -28,6 +28,7 @@ pub use events::Events;
 pub use lifecycle::ExitInfo;
 
 use crate::error::{Error, Result};
+use crate::image::ContainerdApi;
 use crate::reaper::Exit;
 
 /// How many exits of unknown pids are remembered (the intermediate init helpers, and
@@ -49,15 +50,18 @@ pub struct Tasks {
     cgroups: std::result::Result<CgroupRoot, String>,
     /// Our own binary, re-executed as each container's init helper.
     exe: PathBuf,
+    /// containerd's gRPC API, asked about a container's image when dispatch needs it.
+    containerd: ContainerdApi,
 }
 
 impl Tasks {
-    pub fn new(events: Events) -> Self {
+    pub fn new(events: Events, containerd: ContainerdApi) -> Self {
         Tasks {
             registry: Mutex::default(),
             events,
             cgroups: CgroupRoot::detect().map_err(|e| e.to_string()),
             exe: PathBuf::from("/proc/self/exe"),
+            containerd,
         }
     }
 
@@ -96,7 +100,7 @@ impl Tasks {
         let cgroups = self.cgroups.as_ref().map_err(|e| {
             Error::FailedPrecondition(format!("cannot use this host's cgroups: {e}"))
         })?;
-        let sandbox = sandbox::create(req, cgroups, &self.exe).await?;
+        let sandbox = sandbox::create(req, cgroups, &self.exe, &self.containerd).await?;
         let container = Arc::new(Container::new(
             req.id.clone(),
             req.bundle.clone(),

@@ -4,8 +4,9 @@
 //!
 //! 1. read `config.json`;
 //! 2. mount the rootfs containerd handed us;
-//! 3. decide the container's kind (Linux or Wasm, see [`crate::dispatch`]) and turn the
-//!    spec into a plan;
+//! 3. decide the container's kind (Linux or Wasm, see [`crate::dispatch`]; only when
+//!    the spec alone does not decide, ask containerd about the image, see
+//!    [`crate::image`]) and turn the spec into a plan;
 //! 4. create the cgroup;
 //! 5. open stdio;
 //! 6. persist what `delete` needs;
@@ -24,6 +25,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use super::Parts;
 use crate::dispatch::{self, Decision, Entrypoint, Kind};
 use crate::error::{Error, Result};
+use crate::image::{self, ContainerdApi};
 use crate::state::Persisted;
 use crate::stdio;
 
@@ -99,7 +101,12 @@ fn shares_pid_namespace(spec: &Spec) -> bool {
     !own
 }
 
-pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -> Result<Parts> {
+pub async fn create(
+    req: &CreateTaskRequest,
+    cgroups: &CgroupRoot,
+    exe: &Path,
+    containerd: &ContainerdApi,
+) -> Result<Parts> {
     if req.terminal {
         return Err(Error::InvalidArgument(
             "terminal=true is not supported yet".into(),
@@ -126,7 +133,7 @@ pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -
         rollback.mounted_rootfs = Some(rootfs.clone());
     }
 
-    let (decision, wasm) = decide(&spec, &rootfs)?;
+    let (decision, wasm) = decide(&req.id, &spec, &rootfs, containerd).await?;
     log::info!(
         "container {}: {} ({})",
         req.id,
@@ -199,9 +206,15 @@ pub async fn create(req: &CreateTaskRequest, cgroups: &CgroupRoot, exe: &Path) -
 /// How many leading bytes of the entrypoint dispatch looks at.
 const HEAD: usize = 512;
 
-/// Runs the dispatch rules for this container; for Wasm, also the workload (the module
+/// Runs the dispatch rules for this container (reading the image through containerd only
+/// when the spec alone does not decide); for Wasm, also the workload (the module
 /// resolved in the rootfs, the export of a `path#export` entrypoint, the memory limit).
-fn decide(spec: &Spec, rootfs: &Path) -> Result<(Decision, Option<WasmWorkload>)> {
+async fn decide(
+    id: &str,
+    spec: &Spec,
+    rootfs: &Path,
+    containerd: &ContainerdApi,
+) -> Result<(Decision, Option<WasmWorkload>)> {
     let process = spec
         .process()
         .as_ref()
@@ -230,7 +243,12 @@ fn decide(spec: &Spec, rootfs: &Path) -> Result<(Decision, Option<WasmWorkload>)
         },
     };
     let annotations = spec.annotations().clone().unwrap_or_default();
-    let decision = dispatch::decide(&annotations, &entry)?;
+    let image = if dispatch::needs_image(&annotations, &entry) {
+        image::inspect(&containerd.address, &containerd.namespace, id).await
+    } else {
+        None
+    };
+    let decision = dispatch::decide(&annotations, image.as_ref(), &entry)?;
     let wasm = match (&decision.kind, entry) {
         (Kind::Wasm, Entrypoint::Found { path, .. }) => {
             Some(WasmWorkload::new(&path, export, spec)?)
