@@ -192,30 +192,17 @@ pub fn process_memory(pid: u32) -> Option<ProcMemory> {
 
 /// The parent pid of every process on the host.
 fn parent_map() -> HashMap<u32, u32> {
-    let mut map = HashMap::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Field 4; the command name (field 2) may contain spaces, so count after its ')'.
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
-        {
-            map.insert(pid, ppid);
-        }
-    }
-    map
+    crate::leaks::host_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Field 4; the command name (field 2) may contain spaces, so count after its ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())?;
+            Some((pid, ppid))
+        })
+        .collect()
 }
 
 /// The basename of the first word of a command line.

@@ -120,38 +120,43 @@ fn walk_cgroups(dir: &Path, depth: usize, ids: &[String], found: &mut Vec<PathBu
     }
 }
 
+/// Every pid on the host, from the numeric entries of /proc.
+pub fn host_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A process's command line with its arguments joined by spaces; `None` once it is gone.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim()
+            .to_string(),
+    )
+}
+
 /// Processes (pid, command line) whose command line contains any of `needles`, except this
 /// process.
 pub fn processes_matching(needles: &[String]) -> Vec<(u32, String)> {
     let me = std::process::id();
-    let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        let cmdline = cmdline.trim();
-        if needles
-            .iter()
-            .any(|n| !n.is_empty() && cmdline.contains(n.as_str()))
-        {
-            found.push((pid, cmdline.to_string()));
-        }
-    }
-    found
+    host_pids()
+        .into_iter()
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| cmdline(pid).map(|c| (pid, c)))
+        .filter(|(_, c)| {
+            needles
+                .iter()
+                .any(|n| !n.is_empty() && c.contains(n.as_str()))
+        })
+        .collect()
 }
 
 /// Where ctr creates the stdio FIFOs of a task (`<dir>/<random>/<id>-stdout`).

@@ -4,23 +4,15 @@
 
 use std::time::{Duration, Instant};
 
+use amphi_e2e::leaks::processes_matching;
 use amphi_e2e::{Containerd, e2e_test, env};
-
-fn proc_cmdline(pid: &str) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(String::from_utf8_lossy(&raw).replace('\0', " "))
-}
 
 /// Pid of the amphi shim server serving container `id` (started with `-id <id>`).
 fn shim_server_pid(id: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let name = e.file_name().into_string().ok()?;
-        let cmd = proc_cmdline(&name)?;
-        (cmd.contains("containerd-shim-amphi-v1")
-            && cmd.contains(&format!("-id {id} "))
-            && cmd.contains("-socket"))
-        .then(|| name.parse().ok())?
-    })
+    processes_matching(&[format!("-id {id} ")])
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("containerd-shim-amphi-v1") && cmd.contains("-socket"))
+        .and_then(|(pid, _)| i32::try_from(pid).ok())
 }
 
 fn alive(pid: u32) -> bool {
