@@ -14,10 +14,11 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-cargo build --release -p amphi-shim
+# The shim as it is installed (static release build, see deploy/build-release.sh).
+shim=$(./deploy/build-release.sh | tail -n 1)
 cargo build -p amphi-e2e --bin amphi-bench
 target=${CARGO_TARGET_DIR:-$repo/target}
 case "$target" in /*) ;; *) target="$repo/$target" ;; esac
 # A --shim PATH among the arguments overrides this.
-export AMPHI_SHIM="$target/release/containerd-shim-amphi-v1"
+export AMPHI_SHIM="$shim"
 exec "$target/debug/amphi-bench" "$@"
