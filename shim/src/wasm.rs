@@ -55,30 +55,29 @@ impl WasmRunner for Runner {
         w: &WasmWorkload,
         cache_dir: Option<OwnedFd>,
     ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError> {
-        let bytes = std::fs::read(&w.module).map_err(|e| WasmPrepareError {
-            kind: if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::NotFound
-            } else {
-                ErrorKind::Internal
-            },
-            message: if e.kind() == std::io::ErrorKind::NotFound {
-                format!("not found: {}", w.module)
-            } else {
-                format!("read {}: {e}", w.module)
+        let bytes = std::fs::read(&w.module).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                WasmPrepareError::not_found(format!("not found: {}", w.module))
+            }
+            _ => WasmPrepareError {
+                kind: ErrorKind::Internal,
+                message: format!("read {}: {e}", w.module),
             },
         })?;
         let config = WasmConfig {
             cache_dir,
             cache_max_bytes: w.cache_max_bytes,
         };
-        let (prepared, _outcome) =
-            amphi_wasm_executor::prepare(&bytes, &config).map_err(|e| WasmPrepareError {
-                kind: match e {
-                    WasmError::Invalid(_) => ErrorKind::InvalidArgument,
-                    _ => ErrorKind::Internal,
+        let (prepared, _outcome) = amphi_wasm_executor::prepare(&bytes, &config).map_err(|e| {
+            let message = format!("{}: {e}", w.module);
+            match e {
+                WasmError::Invalid(_) => WasmPrepareError::invalid(message),
+                _ => WasmPrepareError {
+                    kind: ErrorKind::Internal,
+                    message,
                 },
-                message: format!("{}: {e}", w.module),
-            })?;
+            }
+        })?;
         Ok(Box::new(Job {
             prepared,
             export: w.export.clone(),

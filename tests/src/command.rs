@@ -93,14 +93,7 @@ pub fn describe(cmd: &Command) -> String {
 /// Panics only if the program cannot be started at all (missing binary): that is a broken
 /// test host, reported with the program name.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let command = describe(cmd);
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-    Background::adopt(child, command).wait_timeout(timeout)
+    Background::spawn(cmd).wait_timeout(timeout)
 }
 
 /// Runs `program args...` with a deadline; a shorthand for [`run`].

@@ -187,14 +187,21 @@ fn linux_metrics(d: &Containerd) -> Result<(), String> {
     } else {
         Err("ctr task metrics printed no memory figures".to_string())
     };
+    let status = kill_and_remove(d, id);
+    println!("task {id} exited with status {status} (128 + SIGKILL)");
+    println!("no mounts, cgroups, processes or sockets left for {id}");
+    result
+}
+
+/// Kills a detached task with SIGKILL, removes it and its container (showing the ctr
+/// commands), checks nothing is left, and returns its exit status.
+fn kill_and_remove(d: &Containerd, id: &str) -> u32 {
     show(d, &["tasks", "kill", "-s", "SIGKILL", id]);
     d.wait_task_status(id, "STOPPED");
     let status = d.delete_task(id);
-    println!("task {id} exited with status {status} (128 + SIGKILL)");
     show(d, &["containers", "delete", id]);
     d.assert_no_leaks(id);
-    println!("no mounts, cgroups, processes or sockets left for {id}");
-    result
+    status
 }
 
 /// Builds `localhost/<name>:test` from the fixture `<fixture>.wat` with amphi-image and
@@ -323,12 +330,8 @@ fn wasm_side_by_side(d: &Containerd) -> Result<(), String> {
     }
     println!("the Wasm task is a real process in its own cgroup: memory and CPU are accounted");
     for id in [&wasm, &linux] {
-        show(d, &["tasks", "kill", "-s", "SIGKILL", id]);
-        d.wait_task_status(id, "STOPPED");
-        let status = d.delete_task(id);
+        let status = kill_and_remove(d, id);
         println!("task {id} exited with status {status}");
-        show(d, &["containers", "delete", id]);
-        d.assert_no_leaks(id);
     }
     println!("no mounts, cgroups, processes or sockets left for either container");
     result
