@@ -135,6 +135,29 @@ fn root_wasm_module_is_read_inside_the_container() {
 }
 
 #[test]
+fn root_wasm_host_module_is_opened_before_entering_the_container() {
+    let _g = serial();
+    let fx = busybox_rootfs();
+    // A module from an image layer: a host file outside the rootfs, opened by the helper
+    // before it enters any namespace; the container's filesystem has nothing at that name.
+    let host = tempfile::tempdir().expect("tempdir");
+    let file = host.path().join("amphi-module.wasm");
+    fs::write(&file, "code=5\nmessage=from a layer\n").expect("write");
+    let oci: oci_spec::runtime::Spec =
+        serde_json::from_value(spec(&["hello.wasm"])).expect("test spec parses");
+    let w = WasmWorkload::from_host_file(file.clone(), "layer sha256:aa", None, &oci);
+    let plan = plan(&spec(&["hello.wasm"]), &fx.rootfs).with_workload(Workload::Wasm(w));
+    let out = no_mount_leak(fx.dir.path(), || run_plan(&plan)).expect("container runs");
+    assert_eq!(out.code(), 5, "stderr: {}", out.stderr);
+    assert!(out.stdout.contains("from a layer"), "{}", out.stdout);
+
+    fs::remove_file(&file).expect("remove");
+    let err = create_plan(exe(), &plan).expect_err("the host file is gone");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("layer sha256:aa"), "{err}");
+}
+
+#[test]
 fn root_wasm_cache_dir_fd_is_passed_when_available() {
     let _g = serial();
     let fx = busybox_rootfs();

@@ -12,11 +12,14 @@
 //! 3. A native entrypoint (ELF or `#!`) → Linux: nothing else could run it.
 //! 4. The image, read through containerd's API ([`crate::image`]): the Wasm OCI artifact,
 //!    a `wasi/wasm` platform or a wasm layer media type → Wasm. An image that says
-//!    nothing (or no image facts at all) defers to rule 5. A Wasm image whose module is
-//!    not in the rootfs (a pure artifact) is an error: running modules straight from the
-//!    content store is not supported yet.
+//!    nothing (or no image facts at all) defers to rule 5. A Wasm image with neither
+//!    wasm layers nor the entrypoint in the rootfs is an error naming both.
 //! 5. The entrypoint's first bytes: `\0asm` (module or component) or WAT text → Wasm.
 //! 6. Otherwise: an error naming the rules tried.
+//!
+//! Which module a Wasm container runs is [`wasm_module`]: the image's wasm layer when it
+//! has one (read from containerd's content store, never from the rootfs), else the
+//! entrypoint file.
 //!
 //! The image costs a few gRPC round trips (about 4 ms), so callers ask [`needs_image`]
 //! first: when rules 1 to 3 decide (pod sandboxes, annotated containers, native programs:
@@ -30,7 +33,7 @@ use amphi_wasm_executor::classify;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::image::ImageFacts;
+use crate::image::{Descriptor, ImageFacts};
 
 pub const KIND: &str = "amphi.io/kind";
 pub const CRUN_HANDLER: &str = "run.oci.handler";
@@ -192,6 +195,7 @@ pub fn decide(
     if let Some(ImageFacts {
         name: image,
         wasm: Some(reason),
+        layers,
     }) = image
     {
         return match entry {
@@ -199,11 +203,14 @@ pub fn decide(
                 kind: Kind::Wasm,
                 reason: reason.clone(),
             }),
-            Entrypoint::Missing { name } => Err(invalid(format!(
-                "image {image} is a WebAssembly artifact; running modules straight from \
-                 containerd's content store is not supported yet (entrypoint {name} is not \
-                 in the rootfs)"
+            Entrypoint::Missing { name } if layers.is_empty() => Err(invalid(format!(
+                "not found: {name} (image {image} is WebAssembly but has no wasm layer to \
+                 run instead)"
             ))),
+            Entrypoint::Missing { .. } => Ok(Decision {
+                kind: Kind::Wasm,
+                reason: reason.clone(),
+            }),
         };
     }
     match entry {
@@ -219,6 +226,51 @@ pub fn decide(
                  are not ELF, #!, \\0asm or WebAssembly text"
             ))),
         },
+    }
+}
+
+/// Where a Wasm container's module comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Module {
+    /// The entrypoint file in the rootfs (its path in the container).
+    Rootfs(String),
+    /// A wasm layer of the image, read from containerd's content store.
+    Layer(Descriptor),
+}
+
+/// Which module a Wasm container runs: the image's wasm layer when it has some (the CNCF
+/// artifact has nothing else), choosing among several the one whose title
+/// (`org.opencontainers.image.title`) is the entrypoint's file name; otherwise the
+/// entrypoint file in the rootfs.
+pub fn wasm_module(image: Option<&ImageFacts>, entry: &Entrypoint) -> Result<Module, Error> {
+    let (image, layers) = match image {
+        Some(facts) => (facts.name.as_str(), facts.layers.as_slice()),
+        None => ("", &[][..]),
+    };
+    match (layers, entry) {
+        ([], Entrypoint::Found { path, .. }) => Ok(Module::Rootfs(path.clone())),
+        ([], Entrypoint::Missing { name }) => Err(invalid(format!("not found: {name}"))),
+        ([only], _) => Ok(Module::Layer(only.clone())),
+        (several, entry) => {
+            let file = entry.name().rsplit('/').next().unwrap_or_default();
+            several
+                .iter()
+                .find(|l| l.title() == Some(file))
+                .cloned()
+                .map(Module::Layer)
+                .ok_or_else(|| {
+                    let titles: Vec<_> = several
+                        .iter()
+                        .map(|l| format!("{} ({})", l.digest, l.title().unwrap_or("untitled")))
+                        .collect();
+                    invalid(format!(
+                        "image {image} has {} wasm layers and none is titled {file:?} (the \
+                         entrypoint's file name): {}",
+                        several.len(),
+                        titles.join(", ")
+                    ))
+                })
+        }
     }
 }
 
@@ -326,6 +378,7 @@ mod tests {
         ImageFacts {
             name: "localhost/w:1".into(),
             wasm: Some("image localhost/w:1 has platform wasip1/wasm".into()),
+            layers: vec![],
         }
     }
 
@@ -333,6 +386,27 @@ mod tests {
         ImageFacts {
             name: "localhost/l:1".into(),
             wasm: None,
+            layers: vec![],
+        }
+    }
+
+    fn layer(digest: &str, title: Option<&str>) -> Descriptor {
+        Descriptor {
+            media_type: "application/wasm".into(),
+            digest: digest.into(),
+            size: 8,
+            platform: None,
+            annotations: title
+                .map(|t| [(crate::image::TITLE.to_string(), t.to_string())].into())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn artifact(layers: Vec<Descriptor>) -> ImageFacts {
+        ImageFacts {
+            name: "localhost/a:1".into(),
+            wasm: Some("image localhost/a:1 is a Wasm OCI artifact".into()),
+            layers,
         }
     }
 
@@ -408,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn rule4_a_wasm_image_without_the_module_in_the_rootfs_is_an_error() {
+    fn rule4_a_wasm_image_with_neither_layers_nor_the_module_is_an_error() {
         let e = decide(
             &ann(&[]),
             Some(&wasm_image()),
@@ -418,14 +492,73 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code(), Code::INVALID_ARGUMENT);
-        let e = e.to_string();
-        assert!(
-            e.starts_with(
-                "image localhost/w:1 is a WebAssembly artifact; running modules straight \
-                 from containerd's content store is not supported yet"
-            ),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            "not found: /hello.wasm (image localhost/w:1 is WebAssembly but has no wasm \
+             layer to run instead)"
         );
+    }
+
+    #[test]
+    fn rule4_an_artifact_runs_its_layer_whatever_the_rootfs_holds() {
+        let missing = Entrypoint::Missing {
+            name: "hello.wasm".into(),
+        };
+        let image = artifact(vec![layer("sha256:aa", None)]);
+        let d = decide(&ann(&[]), Some(&image), &missing).unwrap();
+        assert_eq!(d.kind, Kind::Wasm);
+        assert!(d.reason.contains("artifact"), "{}", d.reason);
+        assert_eq!(
+            wasm_module(Some(&image), &missing).unwrap(),
+            Module::Layer(layer("sha256:aa", None))
+        );
+        // Layers win over a file in the rootfs.
+        assert_eq!(
+            wasm_module(Some(&image), &found("/hello.wasm", WASM)).unwrap(),
+            Module::Layer(layer("sha256:aa", None))
+        );
+    }
+
+    #[test]
+    fn among_several_layers_the_title_picks() {
+        let image = artifact(vec![
+            layer("sha256:aa", Some("tool.wasm")),
+            layer("sha256:bb", Some("hello.wasm")),
+        ]);
+        let entry = Entrypoint::Missing {
+            name: "/bin/hello.wasm".into(),
+        };
+        assert_eq!(
+            wasm_module(Some(&image), &entry).unwrap(),
+            Module::Layer(layer("sha256:bb", Some("hello.wasm")))
+        );
+        let e = wasm_module(
+            Some(&image),
+            &Entrypoint::Missing {
+                name: "other.wasm".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), Code::INVALID_ARGUMENT);
+        assert_eq!(
+            e.to_string(),
+            "image localhost/a:1 has 2 wasm layers and none is titled \"other.wasm\" (the \
+             entrypoint's file name): sha256:aa (tool.wasm), sha256:bb (hello.wasm)"
+        );
+    }
+
+    #[test]
+    fn without_layers_the_module_is_the_entrypoint_file() {
+        assert_eq!(
+            wasm_module(Some(&wasm_image()), &found("/hello.wasm", WASM)).unwrap(),
+            Module::Rootfs("/hello.wasm".into())
+        );
+        assert_eq!(
+            wasm_module(None, &found("/x.wat", b"(module)")).unwrap(),
+            Module::Rootfs("/x.wat".into())
+        );
+        let e = wasm_module(None, &Entrypoint::Missing { name: "x".into() }).unwrap_err();
+        assert_eq!(e.to_string(), "not found: x");
     }
 
     #[test]

@@ -17,7 +17,15 @@
 //! [`TIMEOUT`] overall. Anything that goes wrong there (containerd unreachable, a
 //! container created from a bare rootfs with no image, unknown JSON) means "no image
 //! facts": logged at debug, never an error, so dispatch goes on with the other rules.
+//!
+//! The image's wasm layers ([`ImageFacts::layers`]) are where a Wasm container's module
+//! comes from when it has some (the CNCF artifact has nothing else): [`fetch_layer`]
+//! streams one from the content store into a file, checking its digest and size, for the
+//! container init to open (see `crate::task::sandbox`).
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use containerd_client::services::v1::{
@@ -28,11 +36,20 @@ use containerd_client::tonic::metadata::MetadataValue;
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{self, Request};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
 
 /// How long [`inspect`] may take in all, so a slow containerd never stalls Create long.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest manifest, index or config blob [`inspect`] reads.
 const MAX_BLOB: i64 = 4 << 20;
+/// The largest wasm layer [`fetch_layer`] reads.
+pub const MAX_LAYER: i64 = 1 << 30;
+/// How long [`fetch_layer`] may take.
+pub const LAYER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The layer annotation naming the file a layer holds.
+pub const TITLE: &str = "org.opencontainers.image.title";
 /// Indexes nested in indexes followed before giving up.
 const MAX_INDEX_DEPTH: usize = 2;
 
@@ -70,6 +87,8 @@ pub struct ImageFacts {
     /// Why the image is WebAssembly (e.g. "image localhost/x:1 has platform
     /// wasip1/wasm"); `None` when it does not say.
     pub wasm: Option<String>,
+    /// The manifest's layers of a wasm media type, in order.
+    pub layers: Vec<Descriptor>,
 }
 
 /// An OCI content descriptor, as much of it as dispatch needs.
@@ -82,6 +101,19 @@ pub struct Descriptor {
     pub size: i64,
     #[serde(default)]
     pub platform: Option<Platform>,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+}
+
+impl Descriptor {
+    /// The file name the layer carries (`org.opencontainers.image.title`), if any.
+    pub fn title(&self) -> Option<&str> {
+        self.annotations.get(TITLE).map(String::as_str)
+    }
+
+    fn is_wasm_layer(&self) -> bool {
+        WASM_LAYERS.contains(&self.media_type.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -158,9 +190,18 @@ fn config_of(manifest_json: &[u8]) -> Option<Descriptor> {
 /// config media type, a Wasm platform in the config, a Wasm layer media type. A
 /// manifest or config that does not parse says nothing.
 pub fn facts_from(image_name: &str, manifest_json: &[u8], config_json: &[u8]) -> ImageFacts {
+    let layers = serde_json::from_slice::<Manifest>(manifest_json)
+        .map(|m| {
+            m.layers
+                .into_iter()
+                .filter(Descriptor::is_wasm_layer)
+                .collect()
+        })
+        .unwrap_or_default();
     ImageFacts {
         name: image_name.to_string(),
         wasm: wasm_reason(image_name, manifest_json, config_json),
+        layers,
     }
 }
 
@@ -182,7 +223,7 @@ fn wasm_reason(image: &str, manifest_json: &[u8], config_json: &[u8]) -> Option<
     manifest
         .layers
         .iter()
-        .find(|l| WASM_LAYERS.contains(&l.media_type.as_str()))
+        .find(|l| l.is_wasm_layer())
         .map(|l| format!("image {image} has a layer of media type {}", l.media_type))
 }
 
@@ -248,18 +289,26 @@ fn request<T>(message: T, namespace: &MetadataValue<tonic::metadata::Ascii>) -> 
     req
 }
 
-async fn query(
+/// A channel to containerd's gRPC API and the namespace metadata for its requests.
+async fn connect(
     grpc_address: &str,
     namespace: &str,
-    container_id: &str,
-) -> Result<Option<ImageFacts>, InspectError> {
+) -> std::result::Result<(Channel, MetadataValue<tonic::metadata::Ascii>), InspectError> {
     let ns = MetadataValue::try_from(namespace)
         .map_err(|_| InspectError::Namespace(namespace.to_string()))?;
     let path = grpc_address.strip_prefix("unix://").unwrap_or(grpc_address);
     let channel = containerd_client::connect(path)
         .await
         .map_err(|e| InspectError::Connect(path.to_string(), e))?;
+    Ok((channel, ns))
+}
 
+async fn query(
+    grpc_address: &str,
+    namespace: &str,
+    container_id: &str,
+) -> std::result::Result<Option<ImageFacts>, InspectError> {
+    let (channel, ns) = connect(grpc_address, namespace).await?;
     let container = ContainersClient::new(channel.clone())
         .get(request(
             GetContainerRequest {
@@ -313,7 +362,7 @@ async fn read(
     ns: &MetadataValue<tonic::metadata::Ascii>,
     digest: &str,
     size: i64,
-) -> Result<Vec<u8>, InspectError> {
+) -> std::result::Result<Vec<u8>, InspectError> {
     if size > MAX_BLOB {
         return Err(InspectError::Content(format!(
             "{digest} is {size} bytes, more than the {MAX_BLOB} read for dispatch"
@@ -345,6 +394,131 @@ async fn read(
         }
     }
     Ok(data)
+}
+
+/// Streams `layer` (of image `image`) from containerd's content store into `dest`,
+/// created `0600` (replacing what is there), checking on the way that it is at most
+/// [`MAX_LAYER`] bytes, has the descriptor's size and its sha256 digest; within
+/// [`LAYER_TIMEOUT`]. A blob containerd does not have is FAILED_PRECONDITION (an image
+/// pulled without its layers); a digest we cannot check or a layer too large is
+/// INVALID_ARGUMENT; a mismatch or an I/O failure is INTERNAL.
+pub async fn fetch_layer(
+    api: &ContainerdApi,
+    image: &str,
+    layer: &Descriptor,
+    dest: &Path,
+) -> Result<()> {
+    let expected = layer
+        .digest
+        .strip_prefix("sha256:")
+        .filter(|hex| hex.len() == 64)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "image {image}: layer digest {:?} is not sha256",
+                layer.digest
+            ))
+        })?;
+    if layer.size > MAX_LAYER {
+        return Err(Error::InvalidArgument(format!(
+            "image {image}: layer {} is {} bytes, more than the {MAX_LAYER} amphi runs",
+            layer.digest, layer.size
+        )));
+    }
+    let what = format!("layer {} of image {image}", layer.digest);
+    let fetched =
+        tokio::time::timeout(LAYER_TIMEOUT, stream_layer(api, &what, &layer.digest, dest))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::io(
+                    "read",
+                    &what,
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+                ))
+            });
+    let (size, digest) = match fetched {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(dest);
+            return Err(e);
+        }
+    };
+    let mismatch = if size != layer.size {
+        Some(format!("{size} bytes, the manifest says {}", layer.size))
+    } else if digest != expected {
+        Some(format!("its content has digest sha256:{digest}"))
+    } else {
+        None
+    };
+    if let Some(why) = mismatch {
+        let _ = std::fs::remove_file(dest);
+        return Err(Error::io(
+            "verify",
+            &what,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        ));
+    }
+    Ok(())
+}
+
+/// The I/O of [`fetch_layer`]: returns the bytes written and their sha256 (hex).
+async fn stream_layer(
+    api: &ContainerdApi,
+    what: &str,
+    digest: &str,
+    dest: &Path,
+) -> Result<(i64, String)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let rpc = |e: InspectError| Error::io("read", what, std::io::Error::other(e));
+    let (channel, ns) = connect(&api.address, &api.namespace).await.map_err(rpc)?;
+    let mut stream = ContentClient::new(channel)
+        .read(request(
+            ReadContentRequest {
+                digest: digest.to_string(),
+                offset: 0,
+                size: 0,
+            },
+            &ns,
+        ))
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::NotFound => Error::FailedPrecondition(format!(
+                "{what} is not in containerd's content store (was the image pulled or \
+                 imported with its layers?)"
+            )),
+            _ => rpc(InspectError::Rpc("read content", status)),
+        })?
+        .into_inner();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(dest)
+        .map_err(|e| Error::io("create", dest.display(), e))?;
+    let mut hasher = Sha256::new();
+    let mut size: i64 = 0;
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|e| rpc(InspectError::Rpc("read content", e)))?
+    {
+        size = size.saturating_add(i64::try_from(chunk.data.len()).unwrap_or(i64::MAX));
+        if size > MAX_LAYER {
+            return Err(Error::InvalidArgument(format!(
+                "{what} is larger than the {MAX_LAYER} bytes amphi runs"
+            )));
+        }
+        hasher.update(&chunk.data);
+        file.write_all(&chunk.data)
+            .map_err(|e| Error::io("write", dest.display(), e))?;
+    }
+    let digest = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    Ok((size, digest))
 }
 
 #[cfg(test)]
@@ -388,6 +562,37 @@ mod tests {
     }
 
     #[test]
+    fn wasm_layers_are_kept_with_their_titles() {
+        let m = serde_json::to_vec(&serde_json::json!({
+            "config": {"mediaType": WASM_CONFIG, "digest": "sha256:cc", "size": 2},
+            "layers": [
+                {"mediaType": TAR_GZ, "digest": "sha256:00", "size": 9},
+                {"mediaType": "application/wasm", "digest": "sha256:aa", "size": 3,
+                 "annotations": {TITLE: "hello.wasm"}},
+                {"mediaType": WASM_LAYERS[2], "digest": "sha256:bb", "size": 4},
+            ],
+        }))
+        .unwrap();
+        let f = facts_from(NAME, &m, b"{}");
+        let got: Vec<_> = f
+            .layers
+            .iter()
+            .map(|l| (l.digest.as_str(), l.size, l.title()))
+            .collect();
+        assert_eq!(
+            got,
+            [("sha256:aa", 3, Some("hello.wasm")), ("sha256:bb", 4, None)]
+        );
+        // A platform image without wasm layers has none to run.
+        let f = facts_from(
+            NAME,
+            &manifest(OCI_CONFIG, &[TAR_GZ]),
+            br#"{"os":"wasip1"}"#,
+        );
+        assert!(f.wasm.is_some() && f.layers.is_empty());
+    }
+
+    #[test]
     fn a_wasi_platform_in_the_config() {
         for (os, arch) in [
             ("wasip1", "wasm"),
@@ -423,7 +628,8 @@ mod tests {
             f,
             ImageFacts {
                 name: NAME.into(),
-                wasm: None
+                wasm: None,
+                layers: vec![],
             }
         );
         // Docker media types, too.

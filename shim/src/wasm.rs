@@ -7,10 +7,12 @@
 //! `AMPHI_WASM_CACHE_MAX_BYTES` from containerd's environment, then the defaults
 //! (`/var/lib/amphi/wasm-cache`, 1 GiB).
 
-use std::os::fd::OwnedFd;
+use std::io::Read;
 use std::path::PathBuf;
 
-use amphi_linux_executor::init::{PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
+use amphi_linux_executor::init::{
+    HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner,
+};
 use amphi_linux_executor::launch::ErrorKind;
 use amphi_linux_executor::plan::WasmWorkload;
 use amphi_wasm_executor::{Preopen, Prepared, RunSpec, WasmConfig, WasmError};
@@ -53,9 +55,16 @@ impl WasmRunner for Runner {
     fn prepare(
         &self,
         w: &WasmWorkload,
-        cache_dir: Option<OwnedFd>,
+        files: HostFiles,
     ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError> {
-        let bytes = std::fs::read(&w.module).map_err(|e| match e.kind() {
+        let read = match files.module {
+            Some(mut file) => {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes).map(|_| bytes)
+            }
+            None => std::fs::read(&w.module),
+        };
+        let bytes = read.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 WasmPrepareError::not_found(format!("not found: {}", w.module))
             }
@@ -65,7 +74,7 @@ impl WasmRunner for Runner {
             },
         })?;
         let config = WasmConfig {
-            cache_dir,
+            cache_dir: files.cache_dir,
             cache_max_bytes: w.cache_max_bytes,
         };
         let (prepared, _outcome) = amphi_wasm_executor::prepare(&bytes, &config).map_err(|e| {

@@ -38,7 +38,7 @@
 //! | file | cases | 1.6.20 | 1.7.24 | 2.1.9 |
 //! |---|---|---|---|---|
 //! | `tests/lifecycle.rs` | output and exit code 3, exit 0, SIGKILL → 137, SIGTERM → 143, detached kill/delete, two containers at once, PID 1 is the workload, missing executable, leak checks | ✓ | ✓ | ✓ |
-//! | `tests/wasm.rs` | Wasm modules (`tests/fixtures/wasm/*.wat`) and a WASI 0.2 component: output, exit codes, args/env/cwd, files from the rootfs and a bind mount, read-only mount, outside the preopens, memory-limit trap, SIGTERM/SIGKILL of a spinning guest, the compiled-module cache (hit, corrupted entry), an invalid module, Linux and Wasm side by side, annotation dispatch | ✓ | | ✓ |
+//! | `tests/wasm.rs` | Wasm modules (`tests/fixtures/wasm/*.wat`) and a WASI 0.2 component: output, exit codes, args/env/cwd, files from the rootfs and a bind mount, read-only mount, outside the preopens, memory-limit trap, SIGTERM/SIGKILL of a spinning guest, the compiled-module cache (hit, corrupted entry), an invalid module, Linux and Wasm side by side, annotation dispatch, the CNCF Wasm OCI artifact run from the content store through the containerd API (`src/api.rs`, output, exit code, cache hit) | ✓ | | ✓ |
 //! | `tests/features.rs` | `--env`, `--cwd`, `--read-only`, bind mount ro, `--memory-limit` OOM → 137, pids limit (`--config` spec), `--with-ns network`, `--uidmap/--gidmap`, `task ps`, `task metrics`, event order | | | ✓ |
 //!
 //! `tests/harness.rs` checks the harness itself on all three versions: the leak checks must
@@ -65,6 +65,7 @@
 //!   the 143 case runs `sleep` as a non-init process: it joins the pid namespace of another
 //!   container with `--with-ns pid:...`.
 
+pub mod api;
 pub mod bench;
 pub mod command;
 pub mod ctr;

@@ -7,13 +7,14 @@
 //! with a `wasm trap` line on stderr, SIGTERM is 143, SIGKILL is 137.
 
 use std::fs;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use amphi_e2e::wasm::{
     WasmImageSpec, cache_entries, component, corrupt_in_place, fixture, image_name, inode,
 };
-use amphi_e2e::{Containerd, Output, e2e_test};
+use amphi_e2e::{Containerd, Output, Spec, e2e_test};
 
 /// How long a spinning guest may take to stop after SIGTERM or SIGKILL.
 const KILL_DEADLINE: Duration = Duration::from_secs(2);
@@ -912,3 +913,93 @@ e2e_test!(wasm_artifact_import, [v1_6, v2_1], |d: &Containerd| {
     );
     d.assert_no_leaks(&id);
 });
+
+/// Imports the CNCF Wasm OCI artifact of fixture `module` (content only: ctr cannot unpack
+/// it) and returns its name and the digest of its wasm layer.
+fn import_artifact(d: &Containerd, name: &str, module: &str) -> (String, String) {
+    let name = image_name(name);
+    let layout = amphi_image::wasm_artifact(&fixture(module), &name).expect("build the artifact");
+    d.try_import_layout(&layout, &["--platform", "wasip1/wasm", "--no-unpack"])
+        .expect_success("ctr image import --platform wasip1/wasm --no-unpack of the artifact");
+    let layer = layout.manifest()["layers"][0]["digest"]
+        .as_str()
+        .expect("the artifact has a layer")
+        .to_string();
+    (name.full(), layer)
+}
+
+// The artifact run as CRI would run it: through containerd's API, on an empty snapshot.
+// The module is a layer in containerd's content store (the root file system has nothing),
+// its compiled code is cached like a module from a root file system.
+e2e_test!(
+    wasm_artifact_runs_from_the_content_store,
+    [v1_6, v2_1],
+    |d: &Containerd| {
+        let (hello, _) = import_artifact(d, "hello-art", "hello");
+        let cache = d.wasm_cache_dir();
+        let spec = |id: &str, args: &[&str]| Spec::busybox(id, Path::new("rootfs"), args).0;
+
+        let id = d.new_id("wart1");
+        let run = d.api_run(&id, &hello, &spec(&id, &["hello.wasm"]));
+        assert_eq!(run.result, Ok(0), "{}: the artifact:\n{run}", d.version());
+        assert_eq!(run.stdout, "hello from wasm\n", "{}:\n{run}", d.version());
+        let line = d.dispatch_line(&id).unwrap_or_else(|| {
+            panic!(
+                "{}: no dispatch line for {id}:\n{}",
+                d.version(),
+                d.log_tail(40)
+            )
+        });
+        assert!(
+            line.contains("wasm (image ") && line.contains("is a Wasm OCI artifact"),
+            "{}: expected the image to decide:\n{line}",
+            d.version()
+        );
+        d.assert_no_leaks(&id);
+        let entries = cache_entries(&cache);
+        assert_eq!(
+            entries.len(),
+            1,
+            "{}: one module ran, {} should hold one entry: {entries:?}",
+            d.version(),
+            cache.display()
+        );
+        let compiled = entries[0].artifact().to_path_buf();
+        let first = inode(&compiled);
+
+        let id = d.new_id("wart2");
+        let run = d.api_run(&id, &hello, &spec(&id, &["hello.wasm"]));
+        assert_eq!(run.result, Ok(0), "{}: second run:\n{run}", d.version());
+        d.assert_no_leaks(&id);
+        assert_eq!(
+            inode(&compiled),
+            first,
+            "{}: {} was replaced: the second run recompiled the layer's module",
+            d.version(),
+            compiled.display()
+        );
+
+        let (exit3, _) = import_artifact(d, "exit3-art", "exit3");
+        let id = d.new_id("wart3");
+        let run = d.api_run(&id, &exit3, &spec(&id, &["exit3.wasm"]));
+        assert_eq!(run.result, Ok(3), "{}: exit code:\n{run}", d.version());
+        assert_eq!(run.stdout, "exiting with 3\n", "{}:\n{run}", d.version());
+        d.assert_no_leaks(&id);
+
+        // A layer missing from the content store: a clear error at Create, nothing left.
+        let (gone, layer) = import_artifact(d, "gone-art", "echo");
+        d.ctr(&["content", "rm", &layer])
+            .expect_success("ctr content rm of the artifact's layer");
+        let id = d.new_id("wart4");
+        let run = d.api_run(&id, &gone, &spec(&id, &["echo.wasm"]));
+        let err = run.result.as_ref().expect_err("no module to run");
+        assert!(
+            err.starts_with("create task: FailedPrecondition")
+                && err.contains(&format!("layer {layer} of image {gone}"))
+                && err.contains("is not in containerd's content store"),
+            "{}: {err}",
+            d.version()
+        );
+        d.assert_no_leaks(&id);
+    }
+);

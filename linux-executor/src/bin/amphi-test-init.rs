@@ -5,14 +5,16 @@
 //!
 //! The fake "module" is a text file of `key=value` lines: `code=N` (the exit status),
 //! `message=...` (printed first), `sleep=1` (run blocks forever), `invalid=reason` (prepare
-//! fails with InvalidArgument). Prepare reads it with a plain open (the init is after
-//! pivot_root), writes `fake-compiled` into the cache directory when it gets one, and notes
+//! fails with InvalidArgument). Prepare reads it from the host module file when the init
+//! opened one, else with a plain open (the init is after pivot_root), writes `fake-compiled` into the cache directory when it gets one, and notes
 //! its euid; run prints everything it was given, one `key=value` line each.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
 
-use amphi_linux_executor::init::{PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
+use amphi_linux_executor::init::{
+    HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner,
+};
 use amphi_linux_executor::plan::WasmWorkload;
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
@@ -52,9 +54,16 @@ impl WasmRunner for FakeRunner {
     fn prepare(
         &self,
         w: &WasmWorkload,
-        cache_dir: Option<OwnedFd>,
+        files: HostFiles,
     ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError> {
-        let text = match std::fs::read_to_string(&w.module) {
+        let read = match files.module {
+            Some(mut file) => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut file, &mut text).map(|_| text)
+            }
+            None => std::fs::read_to_string(&w.module),
+        };
+        let text = match read {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(WasmPrepareError::not_found(format!(
@@ -69,7 +78,7 @@ impl WasmRunner for FakeRunner {
             message: String::new(),
             sleep: false,
             workload: w.clone(),
-            cache: use_cache(cache_dir, &text),
+            cache: use_cache(files.cache_dir, &text),
             prepare_uid: nix::unistd::geteuid().as_raw(),
         };
         for line in text.lines() {

@@ -67,7 +67,7 @@ use error::InitError;
 use protocol::{FromInit, INIT_SOCKET_FD, ToInit, recv_msg, send_msg};
 use run::{Exec, Job};
 use wasm::WasmInput;
-pub use wasm::{PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
+pub use wasm::{HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
 
 /// Entry point of the helper (`<exe> init`). Reads its instructions from fd 3; never returns.
 /// Fails a WebAssembly workload at `Create` ("this binary cannot run WebAssembly").
@@ -104,9 +104,13 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
     if let Some(input) = &mut wasm {
         // Before any namespace: the cache is a host directory, owned by the host's root.
         let (fd, warning) = wasm::open_cache_dir(input.workload);
-        input.cache_dir = fd;
+        input.files.cache_dir = fd;
         if let Some(w) = warning {
             let _ = send_msg(sock.as_fd(), &FromInit::Warning(w));
+        }
+        match wasm::open_host_module(input.workload) {
+            Ok(module) => input.files.module = module,
+            Err(e) => fail(sock.as_fd(), &e),
         }
     }
     match enter_and_fork(&plan, sock.as_fd()) {
@@ -239,7 +243,7 @@ fn prepare_wasm(
     sock: BorrowedFd<'_>,
 ) -> Result<(Box<dyn PreparedWasm>, WasmProcess), InitError> {
     let mut keep = vec![sock.as_raw_fd()];
-    keep.extend(input.cache_dir.as_ref().map(|fd| fd.as_raw_fd()));
+    keep.extend(input.files.raw_fds());
     sys::close_fds_except(3, &keep).map_err(|e| {
         InitError::sys("close_range", "inherited fds above 2")(nix::errno::Errno::from_raw(
             e.raw_os_error().unwrap_or(libc::EIO),
@@ -248,7 +252,7 @@ fn prepare_wasm(
     let process = WasmProcess::from_plan(plan, &|p: &Path| p.is_dir());
     let job = input
         .runner
-        .prepare(input.workload, input.cache_dir)
+        .prepare(input.workload, input.files)
         .map_err(|e| InitError::Classified {
             kind: e.kind,
             message: e.message,

@@ -6,7 +6,9 @@
 //!
 //! 1. in the helper, before entering any namespace: opens the compiled-module cache directory
 //!    ([`open_cache_dir`]; a host path, usually root-owned `0700`, reachable only with the
-//!    shim's credentials and mount view);
+//!    shim's credentials and mount view) and, for a module that is not in the container's
+//!    filesystem (an image layer the shim wrote to a host file), that file
+//!    ([`open_host_module`]); both become the runner's [`HostFiles`];
 //! 2. after pivot_root, every mount, rlimits, and while still root: closes stray inherited
 //!    fds, builds the [`WasmProcess`] and calls [`WasmRunner::prepare`], which reads the
 //!    module inside the container's view and compiles it (or loads it from the cache). It
@@ -26,7 +28,8 @@
 //! runner must cope (compile without caching). Preopens list mount destinations that are
 //! directories; a mount nested below a read-only path keeps its own flag.
 
-use std::os::fd::OwnedFd;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, open};
@@ -87,18 +90,37 @@ impl WasmPrepareError {
     }
 }
 
+/// What the init opened on the host, before entering any namespace, for the runner. Both
+/// are handles on the host filesystem: a prepared job must keep neither.
+#[derive(Debug, Default)]
+pub struct HostFiles {
+    /// The compiled-module cache directory (`O_DIRECTORY`, from `w.cache_dir`); `None` when
+    /// unset or unavailable.
+    pub cache_dir: Option<OwnedFd>,
+    /// The module itself when it is not in the container's filesystem (`w.host_module`).
+    pub module: Option<File>,
+}
+
+impl HostFiles {
+    /// The descriptors the init must keep open until `prepare`.
+    pub(super) fn raw_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        let cache = self.cache_dir.as_ref().map(AsRawFd::as_raw_fd);
+        let module = self.module.as_ref().map(AsRawFd::as_raw_fd);
+        cache.into_iter().chain(module)
+    }
+}
+
 /// The Wasm runtime the binary provides to [`super::main_with`].
 pub trait WasmRunner {
     /// Called in the init after pivot_root and every mount, as root, before the identity
-    /// switch and before `Ready`, so compile errors fail `Create`. Loads the module at
-    /// `w.module` (a container path: a plain open, we are after pivot_root) and compiles it,
-    /// or loads it from the cache directory `cache_dir` (an `O_DIRECTORY` fd on the host
-    /// directory `w.cache_dir`, `None` when unset or unavailable). The returned job must not
-    /// keep `cache_dir`: it is a handle on the host filesystem.
+    /// switch and before `Ready`, so compile errors fail `Create`. Reads the module from
+    /// `files.module` when set, else at `w.module` (a container path: a plain open, we are
+    /// after pivot_root), and compiles it, or loads it from the cache directory
+    /// `files.cache_dir`.
     fn prepare(
         &self,
         w: &WasmWorkload,
-        cache_dir: Option<OwnedFd>,
+        files: HostFiles,
     ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError>;
 }
 
@@ -106,7 +128,7 @@ pub trait WasmRunner {
 pub(super) struct WasmInput<'a> {
     pub runner: &'a dyn WasmRunner,
     pub workload: &'a WasmWorkload,
-    pub cache_dir: Option<OwnedFd>,
+    pub files: HostFiles,
 }
 
 /// Pairs the plan's workload with the binary's runner; an error for a Wasm plan in a binary
@@ -125,8 +147,27 @@ pub(super) fn wasm_input<'a>(
     Ok(Some(WasmInput {
         runner,
         workload,
-        cache_dir: None,
+        files: HostFiles::default(),
     }))
+}
+
+/// Opens the host file of a module that is not in the container's filesystem
+/// ([`WasmWorkload::host_module`]), with the helper's credentials and mount view. Unlike
+/// the cache, the module is needed: a failure fails `Create`.
+pub(super) fn open_host_module(w: &WasmWorkload) -> Result<Option<File>, InitError> {
+    let Some(path) = &w.host_module else {
+        return Ok(None);
+    };
+    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map(|fd| Some(File::from(fd)))
+        .map_err(|e| InitError::Classified {
+            kind: if e == nix::errno::Errno::ENOENT {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::Internal
+            },
+            message: format!("open {} ({}): {e}", path.display(), w.module),
+        })
 }
 
 /// Opens the cache directory (a host path) with the helper's credentials and mount view.
@@ -274,7 +315,7 @@ mod tests {
             fn prepare(
                 &self,
                 _: &WasmWorkload,
-                _: Option<OwnedFd>,
+                _: HostFiles,
             ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError> {
                 Err(WasmPrepareError::invalid("never"))
             }
@@ -314,5 +355,29 @@ mod tests {
             warning.contains("nope") && warning.contains("compiling without it"),
             "{warning}"
         );
+    }
+
+    #[test]
+    fn a_host_module_must_open() {
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_value(json!({"ociVersion": "1.0.2"})).expect("spec");
+        let in_rootfs = WasmWorkload::new("/x.wasm", None, &spec).expect("workload");
+        assert!(
+            open_host_module(&in_rootfs)
+                .expect("nothing to open")
+                .is_none()
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("layer.wasm");
+        std::fs::write(&path, b"\0asm").expect("write");
+        let w = WasmWorkload::from_host_file(path.clone(), "layer sha256:aa", None, &spec);
+        let mut file = open_host_module(&w).expect("opens").expect("a file");
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).expect("read");
+        assert_eq!(bytes, b"\0asm");
+        std::fs::remove_file(&path).expect("remove");
+        let err = open_host_module(&w).expect_err("gone");
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("layer sha256:aa"), "{err}");
     }
 }

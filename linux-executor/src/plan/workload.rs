@@ -31,8 +31,14 @@ pub enum Workload {
 /// A WebAssembly workload.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WasmWorkload {
-    /// Absolute path of the module inside the container (`/app/hello.wasm`).
+    /// Absolute path of the module inside the container (`/app/hello.wasm`), or, for a
+    /// [`WasmWorkload::host_module`], what names it in messages (`layer sha256:...`).
     pub module: String,
+    /// A module that is not in the container's filesystem (a layer of the image, which the
+    /// shim wrote to this host file): the init opens it before entering the container's
+    /// namespaces, as it does the cache directory, and the runner reads that instead of
+    /// [`WasmWorkload::module`].
+    pub host_module: Option<PathBuf>,
     /// The function to call, from an entrypoint written `path#export` (`None`: the WASI
     /// command's `_start`, or the component's `run`).
     pub export: Option<String>,
@@ -56,7 +62,31 @@ impl WasmWorkload {
                 reason: "the module must be an absolute path without \"..\"",
             });
         }
-        let module = module.to_string();
+        Ok(WasmWorkload::with_module(
+            module.to_string(),
+            None,
+            export,
+            spec,
+        ))
+    }
+
+    /// A workload running the module in the host file `path` (opened before the init
+    /// enters any namespace), named `name` in messages; see [`WasmWorkload::host_module`].
+    pub fn from_host_file(
+        path: PathBuf,
+        name: &str,
+        export: Option<&str>,
+        spec: &Spec,
+    ) -> WasmWorkload {
+        WasmWorkload::with_module(name.to_string(), Some(path), export, spec)
+    }
+
+    fn with_module(
+        module: String,
+        host_module: Option<PathBuf>,
+        export: Option<&str>,
+        spec: &Spec,
+    ) -> WasmWorkload {
         let export = export.map(str::to_string);
         let memory_limit = spec
             .linux()
@@ -66,13 +96,14 @@ impl WasmWorkload {
             .and_then(|m| m.limit())
             .and_then(|limit| u64::try_from(limit).ok())
             .filter(|limit| *limit > 0);
-        Ok(WasmWorkload {
+        WasmWorkload {
             module,
+            host_module,
             export,
             cache_dir: None,
             cache_max_bytes: 0,
             memory_limit,
-        })
+        }
     }
 
     /// Sets the compiled-module cache (a host directory) and its size bound.
@@ -182,6 +213,7 @@ mod tests {
         assert_eq!(Workload::default(), Workload::Exec);
         let wasm = Workload::Wasm(WasmWorkload {
             module: "/app/hello.wasm".into(),
+            host_module: Some(PathBuf::from("/run/bundle/amphi-module.wasm")),
             export: Some("run".into()),
             cache_dir: Some(PathBuf::from("/var/cache/amphi")),
             cache_max_bytes: 123,

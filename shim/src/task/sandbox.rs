@@ -6,7 +6,10 @@
 //! 2. mount the rootfs containerd handed us;
 //! 3. decide the container's kind (Linux or Wasm, see [`crate::dispatch`]; only when
 //!    the spec alone does not decide, ask containerd about the image, see
-//!    [`crate::image`]) and turn the spec into a plan;
+//!    [`crate::image`]) and turn the spec into a plan; a Wasm module that is a layer of
+//!    the image is streamed from containerd's content store into `<bundle>/`
+//!    [`LAYER_MODULE`], which the init opens before entering the container and the shim
+//!    removes as soon as the init has it (compiled code comes from the module cache);
 //! 4. create the cgroup;
 //! 5. open stdio;
 //! 6. persist what `delete` needs;
@@ -23,11 +26,14 @@ use containerd_shim::util::mount_rootfs;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::Parts;
-use crate::dispatch::{self, Decision, Entrypoint, Kind};
+use crate::dispatch::{self, Decision, Entrypoint, Kind, Module};
 use crate::error::{Error, Result};
 use crate::image::{self, ContainerdApi};
 use crate::state::Persisted;
 use crate::stdio;
+
+/// Where a module read from an image layer waits, in the bundle, for the init to open it.
+pub const LAYER_MODULE: &str = "amphi-module.wasm";
 
 /// Undoes the steps done so far unless disarmed.
 struct Rollback<'a> {
@@ -39,6 +45,8 @@ struct Rollback<'a> {
 
 impl Drop for Rollback<'_> {
     fn drop(&mut self) {
+        // Needed only until the init has opened it, whatever happens.
+        remove_layer_module(self.bundle);
         if !self.armed {
             return;
         }
@@ -133,7 +141,7 @@ pub async fn create(
         rollback.mounted_rootfs = Some(rootfs.clone());
     }
 
-    let (decision, wasm) = decide(&req.id, &spec, &rootfs, containerd).await?;
+    let (decision, wasm) = decide(&req.id, &spec, &rootfs, &bundle, containerd).await?;
     log::info!(
         "container {}: {} ({})",
         req.id,
@@ -207,12 +215,14 @@ pub async fn create(
 const HEAD: usize = 512;
 
 /// Runs the dispatch rules for this container (reading the image through containerd only
-/// when the spec alone does not decide); for Wasm, also the workload (the module
-/// resolved in the rootfs, the export of a `path#export` entrypoint, the memory limit).
+/// when the spec alone does not decide); for Wasm, also the workload (the module, from the
+/// image's wasm layer or resolved in the rootfs, the export of a `path#export` entrypoint,
+/// the memory limit).
 async fn decide(
     id: &str,
     spec: &Spec,
     rootfs: &Path,
+    bundle: &Path,
     containerd: &ContainerdApi,
 ) -> Result<(Decision, Option<WasmWorkload>)> {
     let process = spec
@@ -243,23 +253,46 @@ async fn decide(
         },
     };
     let annotations = spec.annotations().clone().unwrap_or_default();
-    let image = if dispatch::needs_image(&annotations, &entry) {
+    let mut image = if dispatch::needs_image(&annotations, &entry) {
         image::inspect(&containerd.address, &containerd.namespace, id).await
     } else {
         None
     };
     let decision = dispatch::decide(&annotations, image.as_ref(), &entry)?;
-    let wasm = match (&decision.kind, entry) {
-        (Kind::Wasm, Entrypoint::Found { path, .. }) => {
-            Some(WasmWorkload::new(&path, export, spec)?)
+    if decision.kind == Kind::Linux {
+        return Ok((decision, None));
+    }
+    if image.is_none() && matches!(entry, Entrypoint::Missing { .. }) {
+        // Wasm by annotation, and nothing in the rootfs: the image may carry the module.
+        image = image::inspect(&containerd.address, &containerd.namespace, id).await;
+    }
+    let workload = match dispatch::wasm_module(image.as_ref(), &entry)? {
+        Module::Rootfs(path) => WasmWorkload::new(&path, export, spec)?,
+        Module::Layer(layer) => {
+            let image_name = image.as_ref().map(|i| i.name.as_str()).unwrap_or_default();
+            let file = bundle.join(LAYER_MODULE);
+            let started = std::time::Instant::now();
+            image::fetch_layer(containerd, image_name, &layer, &file).await?;
+            log::debug!(
+                "container {id}: layer {} ({} bytes) read in {:?}",
+                layer.digest,
+                layer.size,
+                started.elapsed()
+            );
+            let name = format!("layer {} of image {image_name}", layer.digest);
+            WasmWorkload::from_host_file(file, &name, export, spec)
         }
-        // Forced to Wasm by an annotation, but nothing is there: say what is missing.
-        (Kind::Wasm, Entrypoint::Missing { name }) => {
-            return Err(Error::InvalidArgument(format!("not found: {name}")));
-        }
-        (Kind::Linux, _) => None,
     };
-    Ok((decision, wasm))
+    Ok((decision, Some(workload)))
+}
+
+fn remove_layer_module(bundle: &Path) {
+    let path = bundle.join(LAYER_MODULE);
+    if let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        log::warn!("remove {}: {e}", path.display());
+    }
 }
 
 fn create_cache_dir(dir: &Path) -> Result<()> {
