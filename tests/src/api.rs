@@ -5,12 +5,14 @@
 //! ```text
 //! Snapshots.Prepare(key = id, no parent)   an empty, writable root filesystem
 //! Containers.Create(id, image, runtime, spec as an Any, snapshot key)
-//! Tasks.Create(rootfs mounts, stdout/stderr = file:// URIs) ─▶ Tasks.Start ─▶ Tasks.Wait
+//! Tasks.Create(rootfs mounts, stdio URIs) ─▶ Tasks.Start ─▶ Tasks.Wait
 //! Tasks.Delete ─▶ Containers.Delete ─▶ Snapshots.Remove   (also when a step failed)
 //! ```
 //!
 //! The shim sees exactly what it sees under CRI: a container whose `image` names the
-//! artifact, a bundle with `config.json`, and rootfs mounts to mount.
+//! artifact, a bundle with `config.json`, and rootfs mounts to mount. The fault tests also
+//! use it for a task whose stdout is a FIFO the test itself reads, which no containerd
+//! restart can take away.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +35,7 @@ use crate::daemon::{Containerd, NAMESPACE};
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// The snapshotter the harness's daemons use.
 const SNAPSHOTTER: &str = "overlayfs";
-/// Deadline for a whole [`Containerd::api_run`].
+/// Deadline for starting a task, and for waiting for its exit.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What [`Containerd::api_run`] saw: the exit status and the task's output files.
@@ -68,30 +70,105 @@ fn rpc(step: &str) -> impl FnOnce(containerd_client::tonic::Status) -> String + 
     move |s| format!("{step}: {:?}: {}", s.code(), s.message())
 }
 
+/// Where a container made through the API gets its root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rootfs {
+    /// An empty snapshot, mounted by the shim at the bundle's `rootfs` (the spec's
+    /// `root.path` is set to it): what CRI gives a Wasm artifact.
+    EmptySnapshot,
+    /// The spec's own absolute `root.path` (a directory the test owns), no snapshot.
+    SpecRoot,
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
 impl Containerd {
-    /// Runs a container of `image` with the OCI spec `spec` (its `root.path` is set to the
-    /// bundle's `rootfs`) through the gRPC API, as described in the module docs, and
-    /// removes everything it made, whatever happened.
-    pub fn api_run(&self, id: &str, image: &str, spec: &serde_json::Value) -> ApiRun {
+    async fn channel(&self) -> Result<Channel, String> {
+        containerd_client::connect(self.socket())
+            .await
+            .map_err(|e| format!("connect to {}: {e}", self.socket().display()))
+    }
+
+    /// Creates and starts a task of `image` (may be empty) with the OCI spec `spec` and the
+    /// given stdio URIs (a FIFO path, `file://...`, or empty), as described in the module
+    /// docs; returns the task's pid. On failure, removes what it made.
+    pub fn api_start(
+        &self,
+        id: &str,
+        image: &str,
+        spec: &serde_json::Value,
+        rootfs: Rootfs,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<u32, String> {
         let mut spec = spec.clone();
-        spec["root"] = serde_json::json!({ "path": "rootfs", "readonly": false });
+        if rootfs == Rootfs::EmptySnapshot {
+            spec["root"] = serde_json::json!({ "path": "rootfs", "readonly": false });
+        }
+        block_on(async {
+            let channel = self.channel().await?;
+            let started = tokio::time::timeout(
+                RUN_TIMEOUT,
+                create_start(&channel, id, image, &spec, rootfs, stdout, stderr),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("not started within {RUN_TIMEOUT:?}")));
+            if started.is_err() {
+                clean_up(&channel, id).await;
+            }
+            started
+        })
+    }
+
+    /// Tasks.Wait: the task's exit status once it exits.
+    pub fn api_wait(&self, id: &str) -> Result<u32, String> {
+        block_on(async {
+            let mut tasks = TasksClient::new(self.channel().await?);
+            let wait = tasks.wait(request(WaitRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+            }));
+            Ok(tokio::time::timeout(RUN_TIMEOUT, wait)
+                .await
+                .map_err(|_| format!("wait task: not done within {RUN_TIMEOUT:?}"))?
+                .map_err(rpc("wait task"))?
+                .into_inner()
+                .exit_status)
+        })
+    }
+
+    /// Deletes the task, the container and its snapshot, each if present.
+    pub fn api_remove(&self, id: &str) {
+        block_on(async {
+            if let Ok(channel) = self.channel().await {
+                clean_up(&channel, id).await;
+            }
+        });
+    }
+
+    /// Runs a container of `image` on an empty snapshot ([`Rootfs::EmptySnapshot`]) to its
+    /// exit, with its output in files, and removes everything it made, whatever happened.
+    pub fn api_run(&self, id: &str, image: &str, spec: &serde_json::Value) -> ApiRun {
         let out = self.work_dir().join(format!("{id}.stdout"));
         let err = self.work_dir().join(format!("{id}.stderr"));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let result = runtime.block_on(async {
-            let channel = containerd_client::connect(self.socket())
-                .await
-                .map_err(|e| format!("connect to {}: {e}", self.socket().display()))?;
-            let run = run(&channel, id, image, &spec, &out, &err);
-            let result = tokio::time::timeout(RUN_TIMEOUT, run)
-                .await
-                .unwrap_or_else(|_| Err(format!("not done within {RUN_TIMEOUT:?}")));
-            clean_up(&channel, id).await;
-            result
-        });
+        let uri = |p: &Path| format!("file://{}", p.display());
+        let result = self
+            .api_start(
+                id,
+                image,
+                spec,
+                Rootfs::EmptySnapshot,
+                &uri(&out),
+                &uri(&err),
+            )
+            .and_then(|_| self.api_wait(id));
+        self.api_remove(id);
         let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
         let run = ApiRun {
             result,
@@ -104,24 +181,31 @@ impl Containerd {
     }
 }
 
-async fn run(
+async fn create_start(
     channel: &Channel,
     id: &str,
     image: &str,
     spec: &serde_json::Value,
-    stdout: &Path,
-    stderr: &Path,
+    rootfs: Rootfs,
+    stdout: &str,
+    stderr: &str,
 ) -> Result<u32, String> {
-    let mounts = SnapshotsClient::new(channel.clone())
-        .prepare(request(PrepareSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: id.into(),
-            ..Default::default()
-        }))
-        .await
-        .map_err(rpc("prepare snapshot"))?
-        .into_inner()
-        .mounts;
+    let mounts = match rootfs {
+        Rootfs::EmptySnapshot => {
+            SnapshotsClient::new(channel.clone())
+                .prepare(request(PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.into(),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(rpc("prepare snapshot"))?
+                .into_inner()
+                .mounts
+        }
+        Rootfs::SpecRoot => Vec::new(),
+    };
+    let with_snapshot = rootfs == Rootfs::EmptySnapshot;
     let container = Container {
         id: id.into(),
         image: image.into(),
@@ -133,8 +217,16 @@ async fn run(
             type_url: SPEC_TYPE_URL.into(),
             value: serde_json::to_vec(spec).map_err(|e| format!("encode spec: {e}"))?,
         }),
-        snapshotter: SNAPSHOTTER.into(),
-        snapshot_key: id.into(),
+        snapshotter: if with_snapshot {
+            SNAPSHOTTER.into()
+        } else {
+            String::new()
+        },
+        snapshot_key: if with_snapshot {
+            id.into()
+        } else {
+            String::new()
+        },
         ..Default::default()
     };
     ContainersClient::new(channel.clone())
@@ -148,37 +240,22 @@ async fn run(
         .create(request(CreateTaskRequest {
             container_id: id.into(),
             rootfs: mounts,
-            stdout: format!("file://{}", stdout.display()),
-            stderr: format!("file://{}", stderr.display()),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
             ..Default::default()
         }))
         .await
         .map_err(rpc("create task"))?;
-    // Wait is answered when the task exits; ask before starting so no exit is missed.
-    let mut waiter = tasks.clone();
-    let wait_id = id.to_string();
-    let wait = tokio::spawn(async move {
-        waiter
-            .wait(request(WaitRequest {
-                container_id: wait_id,
-                exec_id: String::new(),
-            }))
-            .await
-    });
-    tasks
+    let pid = tasks
         .start(request(StartRequest {
             container_id: id.into(),
             exec_id: String::new(),
         }))
         .await
-        .map_err(rpc("start task"))?;
-    let status = wait
-        .await
-        .map_err(|e| format!("wait task: {e}"))?
-        .map_err(rpc("wait task"))?
+        .map_err(rpc("start task"))?
         .into_inner()
-        .exit_status;
-    Ok(status)
+        .pid;
+    Ok(pid)
 }
 
 /// Deletes the task, the container and the snapshot, each if present.

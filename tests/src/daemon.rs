@@ -52,7 +52,8 @@ pub struct Containerd {
     version: Version,
     dir: PathBuf,
     tag: String,
-    child: Option<Child>,
+    /// The daemon process; replaced by [`Containerd::restart`].
+    child: Mutex<Option<Child>>,
     ctr: PathBuf,
     /// Container ids handed out by [`Containerd::new_id`], for teardown and leak checks.
     pub(crate) ids: Mutex<Vec<String>>,
@@ -83,11 +84,11 @@ impl Containerd {
             .file_name()
             .map(|n| n.to_string_lossy().trim_start_matches('d').to_string())
             .unwrap_or_default();
-        let mut daemon = Containerd {
+        let daemon = Containerd {
             version,
             dir,
             tag,
-            child: None,
+            child: Mutex::new(None),
             ctr,
             ids: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
@@ -225,8 +226,18 @@ impl Containerd {
         parts.join(":")
     }
 
-    fn spawn(&mut self, containerd: &Path, config: &Path) {
-        let log = fs::File::create(self.log_path())
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts the daemon process, appending to its log (a restart keeps what came before).
+    fn spawn(&self, containerd: &Path, config: &Path) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
             .unwrap_or_else(|e| panic!("create {}: {e}", self.log_path().display()));
         let log2 = log
             .try_clone()
@@ -244,16 +255,18 @@ impl Containerd {
             .stderr(log2)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", containerd.display()));
-        self.child = Some(child);
+        *self.child() = Some(child);
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut last = None;
         loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            let exited = self
+                .child()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 panic!(
                     "{} exited during start-up ({status}); log tail:\n{}",
                     self.version,
@@ -337,8 +350,8 @@ impl Containerd {
     }
 
     /// Whether the daemon process is still running.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
+    pub fn is_running(&self) -> bool {
+        match self.child().as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
@@ -455,8 +468,17 @@ impl Containerd {
         }
     }
 
-    fn stop_daemon(&mut self) {
-        let Some(mut child) = self.child.take() else {
+    /// Stops the daemon (SIGTERM, like a service manager) and starts it again with the same
+    /// configuration, state and root, as after an upgrade or a crash-restart; waits until
+    /// it answers. Shims and their tasks are not touched.
+    pub fn restart(&self) {
+        self.stop_daemon();
+        self.spawn(&self.version.containerd(), &self.dir.join("config.toml"));
+        self.wait_ready();
+    }
+
+    fn stop_daemon(&self) {
+        let Some(mut child) = self.child().take() else {
             return;
         };
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
