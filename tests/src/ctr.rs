@@ -344,6 +344,41 @@ impl Containerd {
         cmd.arg("events");
         Background::spawn(&mut cmd)
     }
+
+    /// `ctr events`, returned once the subscription is live: the namespace is labelled
+    /// until its `/namespaces/update` shows up, so no later event can be missed.
+    pub fn subscribe_events(&self) -> Background {
+        let events = self.spawn_events();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut n = 0;
+        while !events.stdout_so_far().contains("/namespaces/update") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: ctr events never showed a /namespaces/update",
+                self.version()
+            );
+            n += 1;
+            let label = format!("amphi-e2e-poke={n}");
+            self.ctr(&["namespaces", "label", "default", &label])
+                .expect_success("ctr namespaces label");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        events
+    }
+
+    /// Waits (up to 20 s) until `events` shows `topic` for container `id`; returns it.
+    pub fn wait_event(&self, events: &Background, topic: &str, id: &str) -> Option<Event> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let found = parse_events(&events.stdout_so_far())
+                .into_iter()
+                .find(|e| e.topic == topic && e.container_id() == Some(id));
+            if found.is_some() || std::time::Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 #[cfg(test)]

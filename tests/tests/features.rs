@@ -327,36 +327,13 @@ e2e_test!(
     task_events_in_order,
     [v1_6, v1_7, v2_1],
     |d: &Containerd| {
-        let events = d.spawn_events();
-        // Wait until the subscription is live: poke the namespace until its update shows up.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut n = 0;
-        while !events.stdout_so_far().contains("/namespaces/update") {
-            assert!(
-                Instant::now() < deadline,
-                "{}: ctr events never showed a /namespaces/update",
-                d.version()
-            );
-            n += 1;
-            let label = format!("amphi-e2e-poke={n}");
-            d.ctr(&["namespaces", "label", "default", &label])
-                .expect_success("ctr namespaces label");
-            thread::sleep(Duration::from_millis(200));
-        }
+        let events = d.subscribe_events();
 
         let id = d.new_id("events");
         let out = d.run_rm(&id, &[], &["sh", "-c", "exit 7"]);
         assert_eq!(out.code(), Some(7), "{}:\n{out}", d.version());
 
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let delete_seen = |text: &str| {
-            amphi_e2e::ctr::parse_events(text)
-                .iter()
-                .any(|e| e.topic == "/tasks/delete" && e.container_id() == Some(id.as_str()))
-        };
-        while !delete_seen(&events.stdout_so_far()) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(100));
-        }
+        let _ = d.wait_event(&events, "/tasks/delete", &id);
         let log = events.kill();
         let parsed = amphi_e2e::ctr::parse_events(&log.stdout);
         let topics: Vec<&str> = parsed

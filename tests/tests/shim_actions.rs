@@ -85,6 +85,7 @@ e2e_test!(
         }
         let id = d.new_id("shimkill");
         let task = d.run_detached(&id, &[], &["sleep", "300"]);
+        let events = d.subscribe_events();
         let shim = shim_server_pid(&id)
             .unwrap_or_else(|| panic!("{}: no amphi shim server for {id}", d.version()));
         nix::sys::signal::kill(
@@ -106,6 +107,17 @@ e2e_test!(
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        // The delete action's answer becomes the task's exit: SIGKILL, 137.
+        let exit = d.wait_event(&events, "/tasks/exit", &id);
+        let log = events.kill();
+        assert_eq!(
+            exit.as_ref()
+                .and_then(|e| e.body.get("exit_status"))
+                .and_then(|v| v.as_u64()),
+            Some(137),
+            "{}: /tasks/exit for {id} after its shim was killed:\n{log}",
+            d.version()
+        );
         // containerd dropped the task with its shim, so `ctr task delete` has nothing to
         // delete and ctr never removes its own stdio FIFOs (client-side files, the same
         // with any shim): remove them here, then check what the shim is responsible for.
