@@ -39,6 +39,7 @@
 //! |---|---|---|---|---|
 //! | `tests/lifecycle.rs` | output and exit code 3, exit 0, SIGKILL → 137, SIGTERM → 143, detached kill/delete, two containers at once, PID 1 is the workload, missing executable, leak checks | ✓ | ✓ | ✓ |
 //! | `tests/wasm.rs` | Wasm modules (`tests/fixtures/wasm/*.wat`) and a WASI 0.2 component: output, exit codes, args/env/cwd, files from the rootfs and a bind mount, read-only mount, outside the preopens, memory-limit trap, SIGTERM/SIGKILL of a spinning guest, the compiled-module cache (hit, corrupted entry), an invalid module, Linux and Wasm side by side, annotation dispatch | ✓ | | ✓ |
+//! | `tests/exec.rs` | `ctr task exec` into a Linux container: output, exit code 7, no inherited fds, env/cwd/user from the exec spec, duplicate exec id, missing executable, stopped container, `task ps` naming the exec, `task kill --exec-id`; a second Wasm module exec'd into a Wasm container; the init exiting while an exec runs (own and shared pid namespace): exec killed, its `/tasks/exit` before the init's | ✓ | | ✓ |
 //! | `tests/features.rs` | `--env`, `--cwd`, `--read-only`, bind mount ro, `--memory-limit` OOM → 137, pids limit (`--config` spec), `--with-ns network`, `--uidmap/--gidmap`, `task ps`, `task metrics`, event order | | | ✓ |
 //!
 //! `tests/harness.rs` checks the harness itself on all three versions: the leak checks must
