@@ -8,6 +8,11 @@
 //! plan, write id maps on request, learn the container init's host pid, collect warnings,
 //! and return [`Created`] on `Ready`. [`Created::start`] releases the barrier.
 //!
+//! [`exec`] starts another process in a running container the same way: the helper gets the
+//! plan as `Exec` and a pidfd of the container's init as fd 4, joins the init's namespaces
+//! instead of creating any, and the [`Created`] it yields is released by the same
+//! [`Created::start`].
+//!
 //! This module never calls `waitpid`: the shim's global reaper owns every exit status. The
 //! helper exits right after forking and the container init is reparented to the shim (a
 //! child subreaper). On any failure, whatever was started is killed with SIGKILL.
@@ -28,7 +33,9 @@ use nix::sys::time::TimeVal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::init::protocol::{FromInit, INIT_SOCKET_FD, ReportedError, ToInit, recv_msg, send_msg};
+use crate::init::protocol::{
+    FromInit, INIT_PIDFD_FD, INIT_SOCKET_FD, ReportedError, ToInit, recv_msg, send_msg,
+};
 use crate::plan::{InitPlan, id_map_text};
 
 /// The longest the shim waits for one step of the helper.
@@ -43,6 +50,9 @@ pub enum ErrorKind {
     NotFound,
     /// A setting needs a privilege the shim or the host lacks.
     PermissionDenied,
+    /// The container is not in a state that allows the operation (an exec whose container
+    /// init has exited).
+    FailedPrecondition,
     /// Anything else.
     Internal,
 }
@@ -240,6 +250,31 @@ pub fn create(
     io: InitIo,
     join_cgroup: &dyn Fn(i32) -> std::io::Result<()>,
 ) -> Result<Created, LaunchError> {
+    launch(exe, plan, None, io, join_cgroup)
+}
+
+/// Starts `plan`'s process (from [`InitPlan::for_exec`]) in the running container whose
+/// init `init_pidfd` refers to: spawns `<exe> init`, lets `join_cgroup` place the helper in
+/// the container's cgroup (before it joins any namespace), and returns once the process is
+/// ready, waiting on its start barrier like a created container.
+pub fn exec(
+    exe: &Path,
+    plan: &InitPlan,
+    init_pidfd: OwnedFd,
+    io: InitIo,
+    join_cgroup: &dyn Fn(i32) -> std::io::Result<()>,
+) -> Result<Created, LaunchError> {
+    launch(exe, plan, Some(init_pidfd), io, join_cgroup)
+}
+
+/// [`create`] (no pidfd) or [`exec`] (the pidfd of the init to join).
+fn launch(
+    exe: &Path,
+    plan: &InitPlan,
+    init_pidfd: Option<OwnedFd>,
+    io: InitIo,
+    join_cgroup: &dyn Fn(i32) -> std::io::Result<()>,
+) -> Result<Created, LaunchError> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -264,11 +299,22 @@ pub fn create(
         .stdin(stdio(io.stdin))
         .stdout(stdio(io.stdout))
         .stderr(stdio(io.stderr));
-    cmd.fd_mappings(vec![FdMapping {
+    let mut mappings = vec![FdMapping {
         parent_fd: theirs,
         child_fd: INIT_SOCKET_FD,
-    }])
-    .map_err(|e| LaunchError::Socket(std::io::Error::other(e.to_string())))?;
+    }];
+    let first = match init_pidfd {
+        Some(pidfd) => {
+            mappings.push(FdMapping {
+                parent_fd: pidfd,
+                child_fd: INIT_PIDFD_FD,
+            });
+            ToInit::Exec(Box::new(plan.clone()))
+        }
+        None => ToInit::Plan(Box::new(plan.clone())),
+    };
+    cmd.fd_mappings(mappings)
+        .map_err(|e| LaunchError::Socket(std::io::Error::other(e.to_string())))?;
     let spawned = cmd.spawn();
     // Dropping the command closes our copies of the helper's socket end and stdio, so the
     // helper's exit is visible as EOF.
@@ -287,7 +333,7 @@ pub fn create(
         pid: helper,
         source,
     })?;
-    send_msg(ours.as_fd(), &ToInit::Plan(Box::new(plan.clone()))).map_err(|e| {
+    send_msg(ours.as_fd(), &first).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPIPE) {
             LaunchError::Vanished("sending the plan")
         } else {

@@ -45,6 +45,33 @@ pub(crate) fn take_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Takes ownership of the inherited pidfd `fd` (an exec helper's view of the container init)
+/// after checking, with a null signal, that it is a pidfd of a live process: `Ok(None)` when
+/// that process has exited.
+pub(crate) fn take_inherited_pidfd(fd: RawFd) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: pidfd_send_signal with signal 0 and no siginfo only checks the target; `fd`
+    // is only read by the kernel (EBADF if it is not an open pidfd).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    // SAFETY: the kernel accepted `fd` as a pidfd, so it is open; by the launch protocol fd 4
+    // of an exec helper is the pidfd the shim mapped for it and nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((rc == 0).then_some(owned))
+}
+
 /// Marks every fd from `first` upwards close-on-exec (`close_range(first, ~0, CLOEXEC)`).
 pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it

@@ -274,6 +274,30 @@ pub fn wasm_module(image: Option<&ImageFacts>, entry: &Entrypoint) -> Result<Mod
     }
 }
 
+/// How a program exec'd into a running container runs, Linux or Wasm container alike: a
+/// WebAssembly module or component (rule 5, by its bytes) runs in wasmtime; anything else,
+/// or nothing found, is exec'd natively, so that the executable lookup and `execve` in the
+/// container name a missing or unrunnable program. Annotations and the image describe the
+/// container's entrypoint, not the program an exec names, so they are not consulted.
+pub fn decide_exec(entry: &Entrypoint) -> Decision {
+    match entry {
+        Entrypoint::Found { path, head } => match from_bytes(head) {
+            Some((kind, what)) => Decision {
+                kind,
+                reason: format!("exec program {path} is {what}"),
+            },
+            None => Decision {
+                kind: Kind::Linux,
+                reason: format!("exec program {path} is not WebAssembly"),
+            },
+        },
+        Entrypoint::Missing { name } => Decision {
+            kind: Kind::Linux,
+            reason: format!("exec program {name} is not in the rootfs; the container looks it up"),
+        },
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -589,5 +613,23 @@ mod tests {
             },
         );
         assert_eq!(e, "not found: nosuch");
+    }
+
+    #[test]
+    fn exec_programs_run_as_wasm_by_their_bytes_only() {
+        let module = found("/app/two.wasm", b"\0asm\x01\0\0\0");
+        assert_eq!(decide_exec(&module).kind, Kind::Wasm);
+        let wat = found("/app/two.wat", b"(module)");
+        assert_eq!(decide_exec(&wat).kind, Kind::Wasm);
+        assert_eq!(decide_exec(&found("/bin/sh", b"\x7fELF")).kind, Kind::Linux);
+        assert_eq!(decide_exec(&found("/x.sh", b"#!/bin/sh")).kind, Kind::Linux);
+        let text = decide_exec(&found("/etc/motd", b"hello"));
+        assert_eq!(text.kind, Kind::Linux);
+        assert!(text.reason.contains("/etc/motd"), "{}", text.reason);
+        let missing = decide_exec(&Entrypoint::Missing {
+            name: "nope".into(),
+        });
+        assert_eq!(missing.kind, Kind::Linux);
+        assert!(missing.reason.contains("nope"), "{}", missing.reason);
     }
 }

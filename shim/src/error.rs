@@ -86,6 +86,7 @@ impl Error {
                 // containerd's point of view; NOT_FOUND would read as "no such task".
                 LaunchKind::NotFound => Code::INVALID_ARGUMENT,
                 LaunchKind::PermissionDenied => Code::PERMISSION_DENIED,
+                LaunchKind::FailedPrecondition => Code::FAILED_PRECONDITION,
                 LaunchKind::Internal => Code::INTERNAL,
             },
             // A resource the spec asks for that this host cannot express is bad input.

@@ -52,8 +52,14 @@ impl Task for Service {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        Tasks::init_only(&req.exec_id)?;
-        let pid = self.tasks.start(&req.id).await?;
+        let pid = if req.exec_id.is_empty() {
+            self.tasks.start(&req.id).await?
+        } else {
+            self.tasks
+                .start_exec(&req.id, &req.exec_id)
+                .await
+                .inspect_err(|e| log::warn!("start exec {} in {}: {e}", req.exec_id, req.id))?
+        };
         Ok(StartResponse {
             pid: pid as u32,
             ..Default::default()
@@ -61,19 +67,17 @@ impl Task for Service {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
-        Tasks::init_only(&req.exec_id)?;
-        Ok(self.tasks.state(&req.id)?)
+        Ok(self.tasks.state(&req.id, &req.exec_id)?)
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        Tasks::init_only(&req.exec_id)?;
-        self.tasks.kill(&req.id, req.signal, req.all)?;
+        self.tasks
+            .kill(&req.id, &req.exec_id, req.signal, req.all)?;
         Ok(Empty::new())
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        Tasks::init_only(&req.exec_id)?;
-        let exit = self.tasks.wait(&req.id).await?;
+        let exit = self.tasks.wait(&req.id, &req.exec_id).await?;
         Ok(WaitResponse {
             exit_status: exit.status,
             exited_at: Some(exit.at).into(),
@@ -82,8 +86,7 @@ impl Task for Service {
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        Tasks::init_only(&req.exec_id)?;
-        Ok(self.tasks.delete(&req.id).await?)
+        Ok(self.tasks.delete(&req.id, &req.exec_id).await?)
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
@@ -118,9 +121,8 @@ impl Task for Service {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        Tasks::init_only(&req.exec_id)?;
         if req.stdin {
-            self.tasks.close_stdin(&req.id)?;
+            self.tasks.close_stdin(&req.id, &req.exec_id)?;
         }
         Ok(Empty::new())
     }
@@ -134,8 +136,12 @@ impl Task for Service {
         })
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
-        unimplemented("exec")
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        log::debug!("exec {} in {}", req.exec_id, req.id);
+        self.tasks.exec(&req).inspect_err(|e| {
+            log::warn!("exec {} in {}: {e}", req.exec_id, req.id);
+        })?;
+        Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {

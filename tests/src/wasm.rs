@@ -32,7 +32,7 @@ use crate::daemon::Containerd;
 use crate::env::{runtime, target_dir, workspace_root};
 
 /// The `.wat` fixtures (file stems), each a WASI preview 1 command module.
-pub const FIXTURES: &[&str] = &["hello", "exit3", "echo", "fs", "memory", "loop"];
+pub const FIXTURES: &[&str] = &["hello", "exit3", "echo", "fs", "memory", "loop", "sleep"];
 
 /// The Rust source of the WASI 0.2 component fixture.
 pub const COMPONENT_SOURCE: &str = "hello_component.rs";

@@ -18,6 +18,14 @@
 //!    is close-on-exec, so its EOF tells the shim the exec happened; an exec error is sent
 //!    back and the process exits 127. EOF on the barrier (the shim dropped `Created`) exits 1.
 //!
+//! An exec into a running container (the `Exec` message, [`crate::launch::exec`]) takes the
+//! same path with step 2 replaced by one `setns` on the container init's pidfd (fd 4; see
+//! [`namespaces::join`]; the host's `/proc` is opened just before, for oom_score_adj) and
+//! step 4 reduced to the process part: no rootfs, mounts or hostname, which the container
+//! already has. The forked process is the exec'd one: it joins the container's pid namespace,
+//! is already in its cgroup (the shim placed the helper there), and keeps the non-dumpable
+//! flag and fd discipline of an init until its `execve`.
+//!
 //! A WebAssembly workload ([`crate::plan::Workload::Wasm`], only with [`main_with`]) follows
 //! the same steps with three differences, detailed in [`wasm`]: the cache directory is
 //! opened in step 1; after pivot_root, while still root, the runner prepares (compiles) the
@@ -64,7 +72,7 @@ use nix::unistd::{ForkResult, pipe2, setsid};
 use crate::plan::InitPlan;
 use crate::sys;
 use error::InitError;
-use protocol::{FromInit, INIT_SOCKET_FD, ToInit, recv_msg, send_msg};
+use protocol::{FromInit, INIT_PIDFD_FD, INIT_SOCKET_FD, ToInit, recv_msg, send_msg};
 use run::{Exec, Job};
 use wasm::WasmInput;
 pub use wasm::{HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
@@ -92,9 +100,15 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
     if let Err(e) = dumpable {
         fail(sock.as_fd(), &InitError::sys("prctl", "PR_SET_DUMPABLE")(e));
     }
-    let plan = match receive_plan(sock.as_fd()) {
-        Ok(Some(plan)) => plan,
+    let (plan, exec) = match receive_plan(sock.as_fd()) {
+        Ok(Some(received)) => received,
         Ok(None) => sys::exit_now(1),
+        Err(e) => fail(sock.as_fd(), &e),
+    };
+    // An exec: the container init to join, and the host's /proc (for oom_score_adj: the
+    // container's own /proc is the container's to tamper with).
+    let joining = match exec.then(exec_inputs).transpose() {
+        Ok(joining) => joining,
         Err(e) => fail(sock.as_fd(), &e),
     };
     let mut wasm = match wasm::wasm_input(&plan, runner) {
@@ -113,11 +127,33 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
             Err(e) => fail(sock.as_fd(), &e),
         }
     }
-    match enter_and_fork(&plan, sock.as_fd()) {
+    let (entered, host_proc) = match joining {
+        Some((init, host_proc)) => (
+            enter_and_fork(sock.as_fd(), || namespaces::join(&plan, init)),
+            Some(host_proc),
+        ),
+        None => (
+            enter_and_fork(sock.as_fd(), || namespaces::enter(&plan, sock.as_fd())),
+            None,
+        ),
+    };
+    match entered {
         Ok(Role::Helper) => sys::exit_now(0),
-        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm),
+        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm, host_proc),
         Err(e) => fail(sock.as_fd(), &e),
     }
+}
+
+/// An exec helper's inputs besides the plan: the pidfd of the container init (fd 4) and the
+/// host's `/proc`, both taken before any namespace is joined.
+fn exec_inputs() -> Result<(OwnedFd, OwnedFd), InitError> {
+    let init = sys::take_inherited_pidfd(INIT_PIDFD_FD)
+        .map_err(|source| InitError::Protocol {
+            what: "take the container init's pidfd (fd 4)",
+            source,
+        })?
+        .ok_or_else(namespaces::init_exited)?;
+    Ok((init, rootfs::open_host_proc()?))
 }
 
 /// Reports `e` to the shim and exits 1.
@@ -127,9 +163,11 @@ fn fail(sock: BorrowedFd<'_>, e: &InitError) -> ! {
     sys::exit_now(1)
 }
 
-fn receive_plan(sock: BorrowedFd<'_>) -> Result<Option<InitPlan>, InitError> {
+/// The plan, and whether it is an exec into a running container.
+fn receive_plan(sock: BorrowedFd<'_>) -> Result<Option<(InitPlan, bool)>, InitError> {
     match recv_msg::<ToInit>(sock) {
-        Ok(Some(ToInit::Plan(plan))) => Ok(Some(*plan)),
+        Ok(Some(ToInit::Plan(plan))) => Ok(Some((*plan, false))),
+        Ok(Some(ToInit::Exec(plan))) => Ok(Some((*plan, true))),
         Ok(None) => Ok(None),
         Ok(Some(other)) => Err(InitError::Protocol {
             what: "receive plan",
@@ -147,9 +185,12 @@ enum Role {
     ContainerInit,
 }
 
-/// Steps 2 and 3 of the module docs.
-fn enter_and_fork(plan: &InitPlan, sock: BorrowedFd<'_>) -> Result<Role, InitError> {
-    namespaces::enter(plan, sock)?;
+/// Steps 2 (`enter`: create and join, or join a running container) and 3 of the module docs.
+fn enter_and_fork(
+    sock: BorrowedFd<'_>,
+    enter: impl FnOnce() -> Result<(), InitError>,
+) -> Result<Role, InitError> {
+    enter()?;
     let (gate_r, gate_w) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(InitError::sys("pipe2", "start gate"))?;
     match sys::fork_single_threaded().map_err(InitError::sys("fork", "container init"))? {
@@ -183,9 +224,15 @@ fn wait_for_eof(fd: OwnedFd) {
     }
 }
 
-fn container_init(sock: OwnedFd, plan: &InitPlan, wasm: Option<WasmInput<'_>>) -> ! {
+/// The forked process: a new container's init, or an exec (`host_proc` given).
+fn container_init(
+    sock: OwnedFd,
+    plan: &InitPlan,
+    wasm: Option<WasmInput<'_>>,
+    host_proc: Option<OwnedFd>,
+) -> ! {
     let mut warnings = Vec::new();
-    let job = match setup(plan, wasm, sock.as_fd(), &mut warnings) {
+    let job = match setup(plan, wasm, sock.as_fd(), host_proc, &mut warnings) {
         Ok(job) => job,
         Err(e) => fail(sock.as_fd(), &e),
     };
@@ -203,19 +250,29 @@ fn container_init(sock: OwnedFd, plan: &InitPlan, wasm: Option<WasmInput<'_>>) -
     run::run(sock, job)
 }
 
-/// Step 4 of the module docs; for a Wasm workload, also the prepare step ([`wasm`]).
+/// Step 4 of the module docs; for a Wasm workload, also the prepare step ([`wasm`]). An exec
+/// (`host_proc` given, opened by the helper) skips the container's own setup.
 fn setup(
     plan: &InitPlan,
     wasm: Option<WasmInput<'_>>,
     sock: BorrowedFd<'_>,
+    host_proc: Option<OwnedFd>,
     warnings: &mut Vec<String>,
 ) -> Result<Job, InitError> {
     setsid().map_err(InitError::sys("setsid", "container init"))?;
-    let proc_ = rootfs::open_host_proc()?;
+    let exec = host_proc.is_some();
+    let proc_ = match host_proc {
+        Some(fd) => fd,
+        None => rootfs::open_host_proc()?,
+    };
     process::set_oom_score_adj(proc_.as_fd(), &plan.process)?;
-    process::set_names(proc_.as_fd(), plan)?;
+    if !exec {
+        process::set_names(proc_.as_fd(), plan)?;
+    }
     drop(proc_);
-    rootfs::setup(plan, warnings)?;
+    if !exec {
+        rootfs::setup(plan, warnings)?;
+    }
     process::set_rlimits(&plan.process)?;
     // Still root, inside the container's root: the runner reads the module through the
     // container's view but may write its cache (a host-root-owned directory) through the fd

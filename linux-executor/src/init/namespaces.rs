@@ -7,8 +7,14 @@
 //! namespace at once, so they are owned by the container's user namespace. New pid and time
 //! namespaces only apply to children: the caller forks next.
 //!
+//! An exec ([`join`]) creates nothing: one `setns` on the pidfd of the container's init
+//! joins all of its namespaces at once (the kernel enters the user namespace first), and
+//! the mount namespace's root, which is the container's root after its pivot_root, becomes
+//! the helper's root and cwd.
+//!
 //! Limitations: joining a mount namespace is refused by the plan; a joined user namespace
-//! must map uid and gid 0.
+//! must map uid and gid 0; an exec into a container whose spec joins the shim's own user
+//! namespace by path fails (`setns` refuses to re-enter the caller's user namespace).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -52,6 +58,31 @@ pub(super) fn enter(plan: &InitPlan, sock: BorrowedFd<'_>) -> Result<(), InitErr
         unshare(flags).map_err(InitError::sys("unshare", format!("namespaces {flags:?}")))?;
     }
     Ok(())
+}
+
+/// Joins every namespace of the container init behind `init` (a pidfd), per
+/// [`InitPlan::exec_namespaces`]. The new pid namespace applies to the child forked next.
+pub(super) fn join(plan: &InitPlan, init: OwnedFd) -> Result<(), InitError> {
+    let flags = plan
+        .exec_namespaces()
+        .into_iter()
+        .fold(CloneFlags::empty(), |acc, kind| acc | kind.clone_flag());
+    match setns(&init, flags) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ESRCH) => Err(init_exited()),
+        Err(e) => Err(InitError::sys(
+            "join the namespaces of the container init",
+            format!("{flags:?}"),
+        )(e)),
+    }
+}
+
+/// The container init is gone: there is nothing to exec into.
+pub(super) fn init_exited() -> InitError {
+    InitError::Classified {
+        kind: crate::launch::ErrorKind::FailedPrecondition,
+        message: "the container's init process has exited".into(),
+    }
 }
 
 fn path_of(plan: &InitPlan, kind: NamespaceKind) -> String {

@@ -23,6 +23,12 @@
 //! For a WebAssembly workload the init closes its end explicitly right before running the
 //! module, so "EOF means started" holds for both kinds.
 //!
+//! An exec into a running container ([`crate::launch::exec`]) is the same conversation with
+//! `Exec` instead of `Plan` as the first message: the helper also inherits a pidfd of the
+//! container's init as fd [`INIT_PIDFD_FD`], joins that process's namespaces through it
+//! (`setns`, no `unshare`, so never `NeedIdMaps`), forks, and the forked process reports
+//! `Ready` once its identity, cwd and program are in place, as a container init would.
+//!
 //! Limitations: a frame is at most [`MAX_FRAME`] bytes.
 
 use std::io;
@@ -41,11 +47,17 @@ pub(crate) const MAX_FRAME: usize = 4 << 20;
 /// The fd number of the socket in the helper.
 pub(crate) const INIT_SOCKET_FD: i32 = 3;
 
+/// The fd number of the container init's pidfd in an exec helper.
+pub(crate) const INIT_PIDFD_FD: i32 = 4;
+
 /// Messages from the shim to the helper / container init.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum ToInit {
     /// The plan to apply (first message).
     Plan(Box<InitPlan>),
+    /// Instead of `Plan`: join the running container whose init's pidfd is fd
+    /// [`INIT_PIDFD_FD`] and run this plan's process there (see [`InitPlan::for_exec`]).
+    Exec(Box<InitPlan>),
     /// The uid/gid maps of the new user namespace are written.
     IdMapsWritten,
     /// Release the start barrier: exec the workload (or run the Wasm module).

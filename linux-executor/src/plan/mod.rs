@@ -18,6 +18,11 @@
 //! - `warnings`: spec features accepted but not applied (seccomp, AppArmor, SELinux, hooks...),
 //!   for the shim to log.
 //!
+//! An exec into a running container reuses its container's plan: [`InitPlan::for_exec`] swaps
+//! in the process planned from the exec's `Process` (same validation as the init's), and the
+//! init helper joins the container's namespaces instead of building them
+//! ([`InitPlan::exec_namespaces`]).
+//!
 //! Limitations: seccomp, LSM labels, hooks, personality, I/O priority, scheduler, CPU
 //! affinity and time offsets are not applied (warnings); `terminal: true` is rejected; a
 //! missing `process.capabilities` means no capability at all (least privilege) rather than
@@ -293,6 +298,36 @@ impl InitPlan {
         })
     }
 
+    /// The plan of a process exec'd into the running container this plan built: the same
+    /// container (rootfs, namespaces, user namespace mappings, mounts: what the exec joins,
+    /// and what a Wasm exec preopens), with `process` planned from the exec's spec the same
+    /// way as the init's, a native workload (the shim may switch it with
+    /// [`InitPlan::with_workload`]), and the exec's own warnings.
+    pub fn for_exec(&self, process: &oci_spec::runtime::Process) -> Result<InitPlan, PlanError> {
+        let mut warnings = Vec::new();
+        let planned = process::plan(process, &mut warnings)?;
+        check_id_mappings(
+            self.creates_namespace(NamespaceKind::User),
+            &self.uid_mappings,
+            &self.gid_mappings,
+            &planned.user,
+        )?;
+        process_warnings(process, &mut warnings);
+        Ok(InitPlan {
+            process: planned,
+            workload: Workload::Exec,
+            warnings,
+            ..self.clone()
+        })
+    }
+
+    /// The namespaces an exec joins: every namespace of the container's init, new or joined
+    /// by path, user namespace first (the order of `namespaces`). Namespaces the spec does not
+    /// list are the shim's own, which the exec helper already is in.
+    pub fn exec_namespaces(&self) -> Vec<NamespaceKind> {
+        self.namespaces.iter().map(|n| n.kind).collect()
+    }
+
     /// The same plan running `workload` instead (the shim's dispatch decides).
     pub fn with_workload(mut self, workload: Workload) -> InitPlan {
         self.workload = workload;
@@ -375,26 +410,33 @@ fn unsupported_warnings(spec: &Spec, warnings: &mut Vec<String>) {
         }
     }
     if let Some(p) = spec.process() {
-        if p.apparmor_profile()
-            .as_deref()
-            .is_some_and(|l| !l.is_empty())
-        {
-            warn("process.apparmorProfile");
-        }
-        if p.selinux_label().as_deref().is_some_and(|l| !l.is_empty()) {
-            warn("process.selinuxLabel");
-        }
-        if p.io_priority().is_some() {
-            warn("process.ioPriority");
-        }
-        if p.scheduler().is_some() {
-            warn("process.scheduler");
-        }
-        if p.exec_cpu_affinity().is_some() {
-            warn("process.execCPUAffinity");
-        }
+        process_warnings(p, warnings);
     }
     if spec.hooks().is_some() {
-        warn("hooks");
+        warnings.push("hooks is not supported yet and was ignored".into());
+    }
+}
+
+/// The `process` settings that are accepted but not applied.
+fn process_warnings(p: &oci_spec::runtime::Process, warnings: &mut Vec<String>) {
+    let mut warn =
+        |what: &str| warnings.push(format!("{what} is not supported yet and was ignored"));
+    if p.apparmor_profile()
+        .as_deref()
+        .is_some_and(|l| !l.is_empty())
+    {
+        warn("process.apparmorProfile");
+    }
+    if p.selinux_label().as_deref().is_some_and(|l| !l.is_empty()) {
+        warn("process.selinuxLabel");
+    }
+    if p.io_priority().is_some() {
+        warn("process.ioPriority");
+    }
+    if p.scheduler().is_some() {
+        warn("process.scheduler");
+    }
+    if p.exec_cpu_affinity().is_some() {
+        warn("process.execCPUAffinity");
     }
 }

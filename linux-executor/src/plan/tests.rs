@@ -602,3 +602,67 @@ fn unsupported_features_become_warnings() {
     assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
     assert!(plan.warnings[0].starts_with("linux.seccomp is not supported yet"));
 }
+
+#[test]
+fn an_exec_plan_keeps_the_container_and_swaps_the_process() {
+    let container = plan_of(ctr_spec_json()).expect("container plans");
+    let process: oci_spec::runtime::Process = serde_json::from_value(json!({
+        "args": ["ls", "-l"], "cwd": "/tmp", "env": ["A=1"],
+        "user": {"uid": 7, "gid": 8},
+        "selinuxLabel": "system_u:system_r:container_t:s0"
+    }))
+    .expect("process parses");
+    let exec = container.for_exec(&process).expect("exec plans");
+    assert_eq!(exec.process.args, ["ls", "-l"]);
+    assert_eq!(exec.process.cwd, Path::new("/tmp"));
+    assert_eq!((exec.process.user.uid, exec.process.user.gid), (7, 8));
+    assert_eq!(exec.rootfs, container.rootfs);
+    assert_eq!(exec.mounts, container.mounts);
+    assert_eq!(exec.workload, Workload::Exec);
+    // The exec's own warnings only (no capabilities, the ignored label), not the
+    // container's.
+    assert_eq!(exec.warnings.len(), 2, "{:?}", exec.warnings);
+    assert!(
+        exec.warnings
+            .iter()
+            .any(|w| w.contains("process.selinuxLabel"))
+    );
+    // Every namespace of the container is joined, user first when present.
+    assert_eq!(
+        exec.exec_namespaces(),
+        container
+            .namespaces
+            .iter()
+            .map(|n| n.kind)
+            .collect::<Vec<_>>()
+    );
+    let bad: oci_spec::runtime::Process =
+        serde_json::from_value(json!({"args": ["ls"], "cwd": "rel", "user": {"uid": 0, "gid": 0}}))
+            .expect("process parses");
+    assert!(matches!(
+        container.for_exec(&bad),
+        Err(PlanError::RelativeCwd(_))
+    ));
+}
+
+#[test]
+fn an_exec_user_must_be_mapped_in_a_new_user_namespace() {
+    let mut spec = ctr_spec_json();
+    spec["process"]["user"] = json!({"uid": 0, "gid": 0});
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 1000}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 1000}]);
+    let container = plan_of(spec).expect("container plans");
+    assert_eq!(container.exec_namespaces()[0], NamespaceKind::User);
+    let unmapped: oci_spec::runtime::Process = serde_json::from_value(
+        json!({"args": ["ls"], "cwd": "/", "user": {"uid": 5000, "gid": 0}}),
+    )
+    .expect("process parses");
+    assert!(matches!(
+        container.for_exec(&unmapped),
+        Err(PlanError::IdMappings(_))
+    ));
+}

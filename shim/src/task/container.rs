@@ -1,20 +1,29 @@
-//! One container and its init process: the [`Lifecycle`] state machine behind a short
-//! `std::sync::Mutex` (never held across an `.await`), plus the side effects of each
-//! transition. Events are queued while the lock is held, which is what keeps TaskStart
-//! ahead of TaskExit for a process that dies at once.
+//! One container, its init process and its execs: the [`Lifecycle`] state machines behind
+//! one short `std::sync::Mutex` (never held across an `.await`), plus the side effects of
+//! each transition. Events are queued while the lock is held, which is what keeps TaskStart
+//! (TaskExecStarted) ahead of TaskExit for a process that dies at once, and every exec's
+//! TaskExit ahead of the init's: when the init exits while execs run, its exit is held
+//! (the container still reads RUNNING) until the last of them has exited (checklist T-X3);
+//! in a shared pid namespace they are killed first (T-X4), in its own the kernel does it.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use amphi_linux_executor::cgroup::Cgroup;
 use amphi_linux_executor::launch::Created;
+use amphi_linux_executor::plan::InitPlan;
 use containerd_shim::protos::api::Status;
-use containerd_shim::protos::events::task::{TaskExit, TaskStart};
-use containerd_shim::protos::topics::{TASK_EXIT_EVENT_TOPIC, TASK_START_EVENT_TOPIC};
+use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted, TaskExit, TaskStart};
+use containerd_shim::protos::topics::{
+    TASK_EXEC_ADDED_EVENT_TOPIC, TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC,
+    TASK_START_EVENT_TOPIC,
+};
 use tokio::sync::watch;
 
 use super::events::Events;
+use super::exec::{ExecBase, ExecProcess};
 use super::lifecycle::{ExitInfo, Lifecycle};
 use crate::error::{Error, Result};
 use crate::stdio::Keepalive;
@@ -37,11 +46,31 @@ pub struct Parts {
     /// The container shares a pid namespace (host or pod): its init's death does not
     /// take the other processes with it, so the shim must (checklist T-X4).
     pub kill_all_on_exit: bool,
+    /// What execs into this container start from.
+    pub exec_base: ExecBase,
 }
 
 struct Inner {
     life: Lifecycle<Created>,
     keepalive: Keepalive,
+    execs: HashMap<String, ExecProcess>,
+    /// The init's exit, held while execs still run (see the module docs).
+    held_exit: Option<ExitInfo>,
+}
+
+impl Inner {
+    /// The init runs and its exit is not being held: execs may be added and started.
+    fn init_running(&self) -> bool {
+        self.life.status().0 == Status::RUNNING && self.held_exit.is_none()
+    }
+}
+
+/// What `State` reports about one exec.
+pub struct ExecStatus {
+    pub pid: i32,
+    pub status: Status,
+    pub exit: Option<ExitInfo>,
+    pub io: IoPaths,
 }
 
 pub struct Container {
@@ -52,6 +81,7 @@ pub struct Container {
     pub cgroup: Cgroup,
     pub mounted_rootfs: Option<PathBuf>,
     kill_all_on_exit: bool,
+    pub exec_base: ExecBase,
     /// A pidfd of the init, opened while it could not have been reaped yet: signals
     /// through it can never reach a recycled pid.
     pidfd: Option<OwnedFd>,
@@ -77,9 +107,12 @@ impl Container {
             cgroup: parts.cgroup,
             mounted_rootfs: parts.mounted_rootfs,
             kill_all_on_exit: parts.kill_all_on_exit,
+            exec_base: parts.exec_base,
             inner: Mutex::new(Inner {
                 life: Lifecycle::new(parts.created),
                 keepalive: parts.keepalive,
+                execs: HashMap::new(),
+                held_exit: None,
             }),
             exited: watch::channel(None).0,
         }
@@ -134,17 +167,37 @@ impl Container {
     }
 
     fn stop(&self, exit: ExitInfo, events: &Events) {
-        {
-            let mut inner = self.lock();
-            if !inner.life.stop(exit.clone()) {
-                return;
-            }
-            inner.keepalive.close_all();
+        let done =
+            |inner: &Inner| inner.life.status().0 == Status::STOPPED || inner.held_exit.is_some();
+        if done(&self.lock()) {
+            return;
         }
+        // Execs included: their exits come before the init's (module docs).
         if self.kill_all_on_exit
             && let Err(e) = self.cgroup.kill_all(libc::SIGKILL)
         {
             log::warn!("container {}: kill remaining processes: {e}", self.id);
+        }
+        let mut inner = self.lock();
+        if done(&inner) {
+            return;
+        }
+        inner.keepalive.close_all();
+        if inner.execs.values().any(ExecProcess::is_active) {
+            log::info!(
+                "container {}: init exited; its exit waits for the running execs",
+                self.id
+            );
+            inner.held_exit = Some(exit);
+            return;
+        }
+        self.publish_stop(&mut inner, exit, events);
+    }
+
+    /// Records the init's exit and publishes it (the lock is held: see the module docs).
+    fn publish_stop(&self, inner: &mut Inner, exit: ExitInfo, events: &Events) {
+        if !inner.life.stop(exit.clone()) {
+            return;
         }
         events.send(
             TASK_EXIT_EVENT_TOPIC,
@@ -163,24 +216,7 @@ impl Container {
     /// Signals the init; NOT_FOUND once it has finished.
     pub fn signal(&self, signal: i32) -> Result<()> {
         self.lock().life.check_signal(&self.id)?;
-        let finished =
-            || Error::NotFound(format!("container {}: process already finished", self.id));
-        let result = match (&self.pidfd, rustix::process::Signal::from_named_raw(signal)) {
-            (Some(fd), Some(sig)) => rustix::process::pidfd_send_signal(fd, sig)
-                .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error())),
-            (_, None) => return Err(Error::InvalidArgument(format!("invalid signal {signal}"))),
-            (None, Some(_)) => nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid),
-                nix::sys::signal::Signal::try_from(signal)
-                    .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?,
-            )
-            .map_err(std::io::Error::from),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(finished()),
-            Err(e) => Err(Error::io("signal", self.pid, e)),
-        }
+        send_signal(self.pidfd.as_ref(), self.pid, signal, &self.id)
     }
 
     /// Fails with NOT_FOUND once the init has finished.
@@ -206,5 +242,316 @@ impl Container {
             // The sender lives in `self`, so the channel cannot close while we wait.
             let _ = rx.changed().await;
         }
+    }
+}
+
+/// Sends `signal` through `pidfd` (by pid without one); `label` names the process in
+/// errors.
+fn send_signal(pidfd: Option<&OwnedFd>, pid: i32, signal: i32, label: &str) -> Result<()> {
+    let result = match (pidfd, rustix::process::Signal::from_named_raw(signal)) {
+        (Some(fd), Some(sig)) => rustix::process::pidfd_send_signal(fd, sig)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error())),
+        (_, None) => return Err(Error::InvalidArgument(format!("invalid signal {signal}"))),
+        (None, Some(_)) => nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::try_from(signal)
+                .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?,
+        )
+        .map_err(std::io::Error::from),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound(format!(
+            "{label}: process already finished"
+        ))),
+        Err(e) => Err(Error::io("signal", pid, e)),
+    }
+}
+
+/// The execs of a container (see [`super::exec`]). Every method takes the container's lock
+/// once and never across an `.await`.
+impl Container {
+    fn exec_label(&self, exec_id: &str) -> String {
+        format!("container {} exec {exec_id}", self.id)
+    }
+
+    fn not_found(&self, exec_id: &str) -> Error {
+        Error::NotFound(format!("exec {exec_id} not found in container {}", self.id))
+    }
+
+    fn not_running(&self, exec_id: &str) -> Error {
+        Error::FailedPrecondition(format!(
+            "container {} is not running: cannot exec {exec_id} in it",
+            self.id
+        ))
+    }
+
+    /// The `Exec` RPC: registers a created exec and publishes TaskExecAdded.
+    pub fn add_exec(
+        &self,
+        exec_id: &str,
+        io: IoPaths,
+        plan: InitPlan,
+        events: &Events,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.execs.contains_key(exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec {exec_id} already exists in container {}",
+                self.id
+            )));
+        }
+        if !inner.init_running() {
+            return Err(self.not_running(exec_id));
+        }
+        inner
+            .execs
+            .insert(exec_id.to_string(), ExecProcess::new(io, plan));
+        events.send(
+            TASK_EXEC_ADDED_EVENT_TOPIC,
+            TaskExecAdded {
+                container_id: self.id.clone(),
+                exec_id: exec_id.to_string(),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Start, step 1: the exec goes from Created to Starting; returns its plan and stdio.
+    pub fn begin_exec_start(&self, exec_id: &str) -> Result<(Arc<InitPlan>, IoPaths)> {
+        let mut inner = self.lock();
+        let running = inner.init_running();
+        let label = self.exec_label(exec_id);
+        let e = inner
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| self.not_found(exec_id))?;
+        if !running {
+            return Err(self.not_running(exec_id));
+        }
+        e.life.begin_start(&label)?;
+        Ok((e.plan.clone(), e.io.clone()))
+    }
+
+    /// A duplicate of the init's pidfd, for an exec helper to join its namespaces.
+    pub fn init_pidfd(&self) -> Result<OwnedFd> {
+        let fd = self.pidfd.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "container {}: no pidfd of its init (pid {}) to exec through",
+                self.id, self.pid
+            ))
+        })?;
+        fd.try_clone()
+            .map_err(|e| Error::io("duplicate pidfd of init", self.pid, e))
+    }
+
+    /// Start, step 2: the exec's process waits on its barrier as `pid`. Fails (the caller
+    /// drops the process, which then exits) if the init exited meanwhile.
+    pub fn exec_launched(&self, exec_id: &str, pid: i32, keepalive: Keepalive) -> Result<()> {
+        let mut inner = self.lock();
+        let running = inner.init_running();
+        let e = inner
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| self.not_found(exec_id))?;
+        if !running {
+            return Err(self.not_running(exec_id));
+        }
+        // The process is blocked on its barrier, so this pid is still ours.
+        e.pidfd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+                .inspect_err(|err| log::warn!("exec {exec_id}: pidfd_open({pid}): {err}"))
+                .ok()
+        });
+        e.pid = pid;
+        e.keepalive = keepalive;
+        Ok(())
+    }
+
+    /// Start, step 3 (the program runs): publishes TaskExecStarted, then any exit that
+    /// raced it.
+    pub fn finish_exec_start(&self, exec_id: &str, events: &Events) -> Result<i32> {
+        let mut inner = self.lock();
+        let e = inner
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| self.not_found(exec_id))?;
+        let pid = e.pid;
+        events.send(
+            TASK_EXEC_STARTED_EVENT_TOPIC,
+            TaskExecStarted {
+                container_id: self.id.clone(),
+                exec_id: exec_id.to_string(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        );
+        if let Some(exit) = e.life.end_start() {
+            self.stop_exec(&mut inner, exec_id, exit, events);
+        }
+        Ok(pid)
+    }
+
+    /// Start failed after its process existed: it exits by itself and is recorded when
+    /// reaped.
+    pub fn fail_exec_start(&self, exec_id: &str, events: &Events) {
+        let mut inner = self.lock();
+        let pending = inner
+            .execs
+            .get_mut(exec_id)
+            .and_then(|e| e.life.end_start());
+        if let Some(exit) = pending {
+            self.stop_exec(&mut inner, exec_id, exit, events);
+        }
+    }
+
+    /// Start failed before any process existed: back to Created.
+    pub fn abort_exec_start(&self, exec_id: &str, events: &Events) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.execs.get_mut(exec_id) {
+            e.life.abort_start(());
+            e.keepalive.close_all();
+        }
+        self.release_held_exit(&mut inner, events);
+    }
+
+    /// An exec's process was reaped.
+    pub fn on_exec_exit(&self, exec_id: &str, exit: ExitInfo, events: &Events) {
+        let mut inner = self.lock();
+        let now = inner
+            .execs
+            .get_mut(exec_id)
+            .and_then(|e| e.life.exited(exit));
+        if let Some(exit) = now {
+            self.stop_exec(&mut inner, exec_id, exit, events);
+        }
+    }
+
+    /// Records an exec's exit, publishes it, then the init's if it was waiting for this one.
+    fn stop_exec(&self, inner: &mut Inner, exec_id: &str, exit: ExitInfo, events: &Events) {
+        let Some(e) = inner.execs.get_mut(exec_id) else {
+            return;
+        };
+        if !e.life.stop(exit.clone()) {
+            return;
+        }
+        e.keepalive.close_all();
+        log::info!(
+            "container {}: exec {exec_id} (pid {}) exited with status {}",
+            self.id,
+            e.pid,
+            exit.status
+        );
+        events.send(
+            TASK_EXIT_EVENT_TOPIC,
+            TaskExit {
+                container_id: self.id.clone(),
+                id: exec_id.to_string(),
+                pid: e.pid as u32,
+                exit_status: exit.status,
+                exited_at: Some(exit.at.clone()).into(),
+                ..Default::default()
+            },
+        );
+        e.exited.send_replace(Some(exit));
+        self.release_held_exit(inner, events);
+    }
+
+    /// Publishes the init's held exit once no exec runs any more.
+    fn release_held_exit(&self, inner: &mut Inner, events: &Events) {
+        if inner.execs.values().any(ExecProcess::is_active) {
+            return;
+        }
+        if let Some(exit) = inner.held_exit.take() {
+            self.publish_stop(inner, exit, events);
+        }
+    }
+
+    /// Signals an exec; FAILED_PRECONDITION before Start, NOT_FOUND once it finished.
+    pub fn signal_exec(&self, exec_id: &str, signal: i32) -> Result<()> {
+        let inner = self.lock();
+        let label = self.exec_label(exec_id);
+        let e = inner
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| self.not_found(exec_id))?;
+        e.life.check_signal(&label)?;
+        if e.pid == 0 {
+            return Err(Error::FailedPrecondition(format!("{label} is not started")));
+        }
+        send_signal(e.pidfd.as_ref(), e.pid, signal, &label)
+    }
+
+    pub fn exec_status(&self, exec_id: &str) -> Result<ExecStatus> {
+        let inner = self.lock();
+        let e = inner
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| self.not_found(exec_id))?;
+        let (status, exit) = e.life.status();
+        Ok(ExecStatus {
+            pid: e.pid,
+            status,
+            exit,
+            io: e.io.clone(),
+        })
+    }
+
+    /// Resolves once the exec has exited.
+    pub async fn wait_exec(&self, exec_id: &str) -> Result<ExitInfo> {
+        let mut rx = {
+            let inner = self.lock();
+            inner
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| self.not_found(exec_id))?
+                .exited
+                .subscribe()
+        };
+        loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return Ok(exit);
+            }
+            if rx.changed().await.is_err() {
+                // Deleted while waiting.
+                return Err(self.not_found(exec_id));
+            }
+        }
+    }
+
+    /// Forgets a created or stopped exec; returns its pid (0 if never started) and exit
+    /// (`None` if never started).
+    pub fn delete_exec(&self, exec_id: &str) -> Result<(i32, Option<ExitInfo>)> {
+        let mut inner = self.lock();
+        let label = self.exec_label(exec_id);
+        let e = inner
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| self.not_found(exec_id))?;
+        let exit = e.life.prepare_delete(&label)?;
+        let pid = e.pid;
+        inner.execs.remove(exec_id);
+        Ok((pid, exit))
+    }
+
+    pub fn close_exec_stdin(&self, exec_id: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let e = inner
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| self.not_found(exec_id))?;
+        e.keepalive.close_stdin();
+        Ok(())
+    }
+
+    /// The exec id of every started exec, by pid.
+    pub fn exec_pids(&self) -> HashMap<i32, String> {
+        self.lock()
+            .execs
+            .iter()
+            .filter(|(_, e)| e.pid != 0)
+            .map(|(id, e)| (e.pid, id.clone()))
+            .collect()
     }
 }

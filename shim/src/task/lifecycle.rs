@@ -8,7 +8,9 @@
 //!      └────────────── exit (killed before Start) ─────────────▶ Stopped
 //! ```
 //!
-//! `B` is the start barrier (the real one is `amphi_linux_executor::launch::Created`).
+//! `B` is the start barrier (the real one is `amphi_linux_executor::launch::Created`). An
+//! exec ([`super::exec`]) uses the same machine with `B = ()`: it has no process until Start,
+//! and a Start whose launch failed goes back to Created ([`Lifecycle::abort_start`]).
 
 use containerd_shim::protos::api::Status;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -67,6 +69,19 @@ impl<B> Lifecycle<B> {
                 "container {id} has already stopped"
             ))),
         }
+    }
+
+    /// Start failed before any process existed (an exec whose launch failed): back to
+    /// Created with `barrier`, so it can be started again or deleted.
+    pub fn abort_start(&mut self, barrier: B) {
+        if let Phase::Starting = self.phase {
+            self.phase = Phase::Created(Some(barrier));
+        }
+    }
+
+    /// Starting or running: a process exists (or is being made) and has not exited yet.
+    pub fn is_active(&self) -> bool {
+        matches!(self.phase, Phase::Starting | Phase::Running)
     }
 
     /// Start finished (successfully or not): the process runs, or is about to exit.

@@ -1,9 +1,15 @@
 //! The containers one shim serves (a whole pod when containerd groups them) and the
-//! operations containerd's Task API performs on them. [`crate::service`] only adapts
-//! these to ttrpc; everything that decides something lives here or in [`container`].
+//! operations containerd's Task API performs on them, on a container's init (`exec_id`
+//! empty) or on one of its execs ([`exec`]). [`crate::service`] only adapts these to
+//! ttrpc; everything that decides something lives here or in [`container`].
+//!
+//! Every reaped pid is routed through one registry (`by_pid`) to the process it was: a
+//! container's init or one of its execs; others (the intermediate init helpers, a process
+//! that died before it was registered) are remembered for a while as orphans.
 
 mod container;
 pub mod events;
+mod exec;
 mod lifecycle;
 mod sandbox;
 
@@ -15,8 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amphi_linux_executor::cgroup::CgroupRoot;
+use amphi_linux_executor::launch;
 use containerd_shim::protos::api::{
-    CreateTaskRequest, DeleteResponse, ProcessInfo, StateResponse, Status,
+    CreateTaskRequest, DeleteResponse, ExecProcessRequest, ProcessInfo, StateResponse, Status,
 };
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskIO};
 use containerd_shim::protos::topics::{TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC};
@@ -30,6 +37,8 @@ pub use lifecycle::ExitInfo;
 use crate::error::{Error, Result};
 use crate::image::ContainerdApi;
 use crate::reaper::Exit;
+use crate::stdio;
+use amphi_linux_executor::plan::InitPlan;
 
 /// How many exits of unknown pids are remembered (the intermediate init helpers, and
 /// a process that dies before it is registered).
@@ -37,11 +46,27 @@ const ORPHAN_EXITS: usize = 256;
 /// How long Delete waits for a created-but-never-started init to go away.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whose a registered pid is: a container's init (`exec: None`) or one of its execs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    container: String,
+    exec: Option<String>,
+}
+
 #[derive(Default)]
 struct Registry {
     containers: HashMap<String, Arc<Container>>,
-    by_pid: HashMap<i32, String>,
+    by_pid: HashMap<i32, Owner>,
     orphans: VecDeque<Exit>,
+}
+
+impl Registry {
+    /// Registers `pid`; returns its exit if it was already reaped.
+    fn register(&mut self, pid: i32, owner: Owner) -> Option<Exit> {
+        self.by_pid.insert(pid, owner);
+        let i = self.orphans.iter().position(|e| e.pid == pid);
+        i.and_then(|i| self.orphans.remove(i))
+    }
 }
 
 pub struct Tasks {
@@ -79,15 +104,6 @@ impl Tasks {
 
     pub fn is_empty(&self) -> bool {
         self.registry().containers.is_empty()
-    }
-
-    /// Refuses an exec id: processes other than the init come with the exec RPC.
-    pub fn init_only(exec_id: &str) -> Result<()> {
-        if exec_id.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::NotFound(format!("exec {exec_id} not found")))
-        }
     }
 
     pub async fn create(&self, req: &CreateTaskRequest) -> Result<i32> {
@@ -135,12 +151,16 @@ impl Tasks {
         let early_exit = {
             let mut reg = self.registry();
             reg.containers.insert(req.id.clone(), container.clone());
-            reg.by_pid.insert(pid, req.id.clone());
-            let i = reg.orphans.iter().position(|e| e.pid == pid);
-            i.and_then(|i| reg.orphans.remove(i))
+            reg.register(
+                pid,
+                Owner {
+                    container: req.id.clone(),
+                    exec: None,
+                },
+            )
         };
         if let Some(exit) = early_exit {
-            self.route_exit(&container, exit);
+            self.route_exit(&container, None, exit);
         }
         log::info!("container {} created, init pid {pid}", req.id);
         Ok(pid)
@@ -176,12 +196,17 @@ impl Tasks {
         }
     }
 
-    pub fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+    /// Signals the init (with `all`: every process of the container) or an exec (`all`
+    /// is then ignored, as by runc's shim).
+    pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let container = self.get(id)?;
         let sig = i32::try_from(signal)
             .ok()
             .filter(|s| Signal::try_from(*s).is_ok())
             .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        if !exec_id.is_empty() {
+            return container.signal_exec(exec_id, sig);
+        }
         if all {
             container.check_running()?;
             return container
@@ -192,13 +217,33 @@ impl Tasks {
         container.signal(sig)
     }
 
-    pub async fn wait(&self, id: &str) -> Result<ExitInfo> {
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
         let container = self.get(id)?;
+        if !exec_id.is_empty() {
+            return container.wait_exec(exec_id).await;
+        }
         Ok(container.wait().await)
     }
 
-    pub fn state(&self, id: &str) -> Result<StateResponse> {
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<StateResponse> {
         let c = self.get(id)?;
+        if !exec_id.is_empty() {
+            let e = c.exec_status(exec_id)?;
+            return Ok(StateResponse {
+                id: exec_id.to_string(),
+                exec_id: exec_id.to_string(),
+                bundle: c.bundle.clone(),
+                pid: e.pid as u32,
+                status: e.status.into(),
+                stdin: e.io.stdin,
+                stdout: e.io.stdout,
+                stderr: e.io.stderr,
+                terminal: e.io.terminal,
+                exit_status: e.exit.as_ref().map(|e| e.status).unwrap_or_default(),
+                exited_at: e.exit.map(|e| e.at).into(),
+                ..Default::default()
+            });
+        }
         let (status, exit) = c.status();
         Ok(StateResponse {
             id: c.id.clone(),
@@ -223,17 +268,22 @@ impl Tasks {
         if pids.is_empty() && c.status().0 != Status::STOPPED {
             pids.push(c.pid);
         }
+        let execs = c.exec_pids();
         Ok(pids
             .into_iter()
             .map(|pid| ProcessInfo {
                 pid: pid as u32,
+                info: execs.get(&pid).map(|id| exec::process_details(id)).into(),
                 ..Default::default()
             })
             .collect())
     }
 
-    pub async fn delete(&self, id: &str) -> Result<DeleteResponse> {
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<DeleteResponse> {
         let c = self.get(id)?;
+        if !exec_id.is_empty() {
+            return self.delete_exec(&c, exec_id);
+        }
         let exit = match c.prepare_delete()? {
             Some(exit) => exit,
             None => {
@@ -253,7 +303,7 @@ impl Tasks {
         {
             let mut reg = self.registry();
             reg.containers.remove(id);
-            reg.by_pid.remove(&c.pid);
+            reg.by_pid.retain(|_, owner| owner.container != id);
         }
         self.events.send(
             TASK_DELETE_EVENT_TOPIC,
@@ -275,17 +325,154 @@ impl Tasks {
         })
     }
 
-    pub fn close_stdin(&self, id: &str) -> Result<()> {
-        self.get(id)?.close_stdin();
+    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        let c = self.get(id)?;
+        if !exec_id.is_empty() {
+            return c.close_exec_stdin(exec_id);
+        }
+        c.close_stdin();
         Ok(())
     }
 
-    /// Routes one reaped child to the container whose init it was.
+    /// The `Exec` RPC: plans the process and registers it, created, in its container.
+    pub fn exec(&self, req: &ExecProcessRequest) -> Result<()> {
+        if req.exec_id.is_empty() {
+            return Err(Error::InvalidArgument("exec id must not be empty".into()));
+        }
+        let c = self.get(&req.id)?;
+        if req.terminal {
+            return Err(Error::InvalidArgument(
+                "terminal=true is not supported yet (terminals not supported yet)".into(),
+            ));
+        }
+        let process = exec::decode_process(req.spec.as_ref())?;
+        let (plan, decision) = exec::plan(&c.exec_base, &process)?;
+        let io = IoPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        c.add_exec(&req.exec_id, io, plan.clone(), &self.events)?;
+        log::info!(
+            "container {}: exec {} added: {} ({})",
+            req.id,
+            req.exec_id,
+            decision.kind,
+            decision.reason
+        );
+        for warning in &plan.warnings {
+            log::warn!("container {} exec {}: {warning}", req.id, req.exec_id);
+        }
+        Ok(())
+    }
+
+    /// Start of an exec: launch its process (see [`exec`]), register its pid, release it.
+    pub async fn start_exec(&self, id: &str, exec_id: &str) -> Result<i32> {
+        let c = self.get(id)?;
+        let (plan, io) = c.begin_exec_start(exec_id)?;
+        let created = match self.launch_exec(&c, exec_id, plan, &io).await {
+            Ok(created) => created,
+            Err(e) => {
+                c.abort_exec_start(exec_id, &self.events);
+                return Err(e);
+            }
+        };
+        let pid = created.pid();
+        let early_exit = self.registry().register(
+            pid,
+            Owner {
+                container: id.to_string(),
+                exec: Some(exec_id.to_string()),
+            },
+        );
+        if let Some(exit) = early_exit {
+            self.route_exit(&c, Some(exec_id), exit);
+        }
+        let started = tokio::task::spawn_blocking(move || created.start())
+            .await
+            .map_err(|e| Error::Launch(std::io::Error::other(e).into()))
+            .and_then(|r| r.map_err(Error::from));
+        match started {
+            Ok(()) => c.finish_exec_start(exec_id, &self.events),
+            Err(e) => {
+                c.fail_exec_start(exec_id, &self.events);
+                // Its process exits right after reporting: answer once that is recorded.
+                if tokio::time::timeout(RELEASE_TIMEOUT, c.wait_exec(exec_id))
+                    .await
+                    .is_err()
+                {
+                    log::warn!(
+                        "container {id}: exec {exec_id} (pid {pid}) alive after a failed start"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the exec's stdio and launches its process up to the start barrier.
+    async fn launch_exec(
+        &self,
+        c: &Container,
+        exec_id: &str,
+        plan: Arc<InitPlan>,
+        io: &IoPaths,
+    ) -> Result<launch::Created> {
+        let (init_io, keepalive) = stdio::open(&io.stdin, &io.stdout, &io.stderr)?;
+        let init_pidfd = c.init_pidfd()?;
+        let exe = self.exe.clone();
+        let cgroup = c.cgroup.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            launch::exec(&exe, &plan, init_pidfd, init_io, &|pid| {
+                cgroup.add_pid(pid).map_err(std::io::Error::other)
+            })
+        })
+        .await
+        .map_err(|e| Error::Launch(std::io::Error::other(e).into()))??;
+        for warning in created.warnings() {
+            log::warn!("container {} exec {exec_id}: {warning}", c.id);
+        }
+        // On failure `created` is dropped: the process sees its barrier close and exits.
+        c.exec_launched(exec_id, created.pid(), keepalive)?;
+        Ok(created)
+    }
+
+    /// Delete of an exec: forget it and return its exit; no event (as runc's shim).
+    fn delete_exec(&self, c: &Container, exec_id: &str) -> Result<DeleteResponse> {
+        let (pid, exit) = c.delete_exec(exec_id)?;
+        {
+            let mut reg = self.registry();
+            let ours = reg
+                .by_pid
+                .get(&pid)
+                .is_some_and(|o| o.container == c.id && o.exec.as_deref() == Some(exec_id));
+            if ours {
+                reg.by_pid.remove(&pid);
+            }
+        }
+        log::info!("container {}: exec {exec_id} deleted", c.id);
+        Ok(DeleteResponse {
+            pid: pid as u32,
+            exit_status: exit.as_ref().map(|e| e.status).unwrap_or_default(),
+            exited_at: exit.map(|e| e.at).into(),
+            ..Default::default()
+        })
+    }
+
+    /// Routes one reaped child to the container whose init or exec it was.
     pub fn on_exit(&self, exit: Exit) {
-        let container = {
+        let (container, exec) = {
             let mut reg = self.registry();
             match reg.by_pid.get(&exit.pid).cloned() {
-                Some(id) => reg.containers.get(&id).cloned(),
+                Some(owner) => {
+                    if owner.exec.is_some() {
+                        // An exec's pid is done for good once reaped; the init's stays
+                        // registered until Delete.
+                        reg.by_pid.remove(&exit.pid);
+                    }
+                    (reg.containers.get(&owner.container).cloned(), owner.exec)
+                }
                 None => {
                     if reg.orphans.len() == ORPHAN_EXITS {
                         reg.orphans.pop_front();
@@ -296,23 +483,26 @@ impl Tasks {
             }
         };
         if let Some(c) = container {
-            self.route_exit(&c, exit);
+            self.route_exit(&c, exec.as_deref(), exit);
         }
     }
 
-    fn route_exit(&self, c: &Container, exit: Exit) {
-        log::info!(
-            "container {}: init {} exited with status {}",
-            c.id,
-            exit.pid,
-            exit.status
-        );
-        c.on_exit(
-            ExitInfo {
-                status: exit.status,
-                at: exit.at,
-            },
-            &self.events,
-        );
+    fn route_exit(&self, c: &Container, exec_id: Option<&str>, exit: Exit) {
+        let info = ExitInfo {
+            status: exit.status,
+            at: exit.at,
+        };
+        match exec_id {
+            Some(exec_id) => c.on_exec_exit(exec_id, info, &self.events),
+            None => {
+                log::info!(
+                    "container {}: init {} exited with status {}",
+                    c.id,
+                    exit.pid,
+                    exit.status
+                );
+                c.on_exit(info, &self.events);
+            }
+        }
     }
 }

@@ -26,6 +26,7 @@ use containerd_shim::util::mount_rootfs;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::Parts;
+use super::exec::ExecBase;
 use crate::dispatch::{self, Decision, Entrypoint, Kind, Module};
 use crate::error::{Error, Result};
 use crate::image::{self, ContainerdApi};
@@ -185,6 +186,14 @@ pub async fn create(
     };
     persisted.save(&bundle)?;
 
+    let exec_base = ExecBase {
+        plan: plan.clone(),
+        spec: spec.clone(),
+        wasm_cache: (
+            crate::wasm::cache_dir(&options),
+            crate::wasm::cache_max_bytes(&options),
+        ),
+    };
     let exe = exe.to_path_buf();
     let placed = cgroup.clone();
     let created = tokio::task::spawn_blocking(move || {
@@ -208,6 +217,7 @@ pub async fn create(
         keepalive,
         mounted_rootfs,
         kill_all_on_exit: shares_pid_namespace(&spec),
+        exec_base,
     })
 }
 
@@ -240,18 +250,7 @@ async fn decide(
             .find_map(|kv| kv.strip_prefix("PATH="))
             .map(str::to_string)
     });
-    let entry = match resolve_in_root(rootfs, name, path_env.as_deref()) {
-        Some(path) => match read_head_in_root(rootfs, &path, HEAD) {
-            Ok(head) => Entrypoint::Found { path, head },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entrypoint::Missing {
-                name: name.to_string(),
-            },
-            Err(e) => return Err(Error::io("read entrypoint", &path, e)),
-        },
-        None => Entrypoint::Missing {
-            name: name.to_string(),
-        },
-    };
+    let entry = find_entrypoint(rootfs, name, path_env.as_deref())?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let mut image = if dispatch::needs_image(&annotations, &entry) {
         image::inspect(&containerd.address, &containerd.namespace, id).await
@@ -295,7 +294,27 @@ fn remove_layer_module(bundle: &Path) {
     }
 }
 
-fn create_cache_dir(dir: &Path) -> Result<()> {
+/// Looks `name` up in the rootfs (the container's `PATH` for a bare name) and reads the
+/// first bytes dispatch looks at.
+pub(super) fn find_entrypoint(
+    rootfs: &Path,
+    name: &str,
+    path_env: Option<&str>,
+) -> Result<Entrypoint> {
+    let missing = || Entrypoint::Missing {
+        name: name.to_string(),
+    };
+    let Some(path) = resolve_in_root(rootfs, name, path_env) else {
+        return Ok(missing());
+    };
+    match read_head_in_root(rootfs, &path, HEAD) {
+        Ok(head) => Ok(Entrypoint::Found { path, head }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(missing()),
+        Err(e) => Err(Error::io("read entrypoint", &path, e)),
+    }
+}
+
+pub(super) fn create_cache_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
