@@ -41,6 +41,7 @@
 //! | `tests/wasm.rs` | Wasm modules (`tests/fixtures/wasm/*.wat`) and a WASI 0.2 component: output, exit codes, args/env/cwd, files from the rootfs and a bind mount, read-only mount, outside the preopens, memory-limit trap, SIGTERM/SIGKILL of a spinning guest, the compiled-module cache (hit, corrupted entry), an invalid module, Linux and Wasm side by side, annotation dispatch, the CNCF Wasm OCI artifact run from the content store through the containerd API (`src/api.rs`, output, exit code, cache hit) | ✓ | | ✓ |
 //! | `tests/exec.rs` | `ctr task exec` into a Linux container: output, exit code 7, no inherited fds, env/cwd/user from the exec spec, duplicate exec id, missing executable, stopped container, `task ps` naming the exec, `task kill --exec-id`; a second Wasm module exec'd into a Wasm container; the init exiting while an exec runs (own and shared pid namespace): exec killed, its `/tasks/exit` before the init's | ✓ | | ✓ |
 //! | `tests/faults.rs` | containerd restarted under a running task (no output lost through the test's own FIFO, Connect/Pids after reconnect, then kill/delete), ten containers of one pod (`io.kubernetes.cri.sandbox-id`, nine Linux and a Wasm one) in one shim that outlives its first containers and exits with the last, Wait held open during concurrent Kill/State/Pids/Stats, 200 create/start/wait/delete cycles four at a time (Linux and Wasm) with the pod shim's fd count unchanged | ✓ | | ✓ |
+//! | `tests/cri.rs` | containerd's CRI plugin with RuntimeClass handler `amphi` (`src/cri.rs`, the `k8s-cri` client): a host-network pod with a Linux and two Wasm containers under one shim next to its pause container, CRI logs, ExecSync output and exit code, ContainerStats (working set, CPU) for Linux and Wasm, pod removal leaves nothing | ✓ | | ✓ |
 //! | `tests/features.rs` | `--env`, `--cwd`, `--read-only`, bind mount ro, `--memory-limit` OOM → 137, pids limit (`--config` spec), `--with-ns network`, `--uidmap/--gidmap`, `task ps`, `task metrics`, event order | | | ✓ |
 //!
 //! `tests/harness.rs` checks the harness itself on all three versions: the leak checks must
@@ -70,6 +71,7 @@
 pub mod api;
 pub mod bench;
 pub mod command;
+pub mod cri;
 pub mod ctr;
 pub mod daemon;
 pub mod env;
@@ -94,6 +96,28 @@ use std::io::Write;
 /// checks for every container id the case used and tears the daemon down.
 #[track_caller]
 pub fn run_case(version_fn: &str, case_name: &str, case: impl FnOnce(&Containerd)) {
+    run_with(version_fn, case_name, Containerd::start_with_busybox, case);
+}
+
+/// [`run_case`] against a daemon with the CRI plugin enabled and the CRI images imported
+/// ([`Containerd::start_cri_with_images`]).
+#[track_caller]
+pub fn run_cri_case(version_fn: &str, case_name: &str, case: impl FnOnce(&Containerd)) {
+    run_with(
+        version_fn,
+        case_name,
+        Containerd::start_cri_with_images,
+        case,
+    );
+}
+
+#[track_caller]
+fn run_with(
+    version_fn: &str,
+    case_name: &str,
+    start: fn(Version) -> Containerd,
+    case: impl FnOnce(&Containerd),
+) {
     let version = Version::parse(version_fn)
         .unwrap_or_else(|| panic!("test fn {version_fn} does not name a containerd version"));
     if !version::is_selected(version) {
@@ -105,7 +129,7 @@ pub fn run_case(version_fn: &str, case_name: &str, case: impl FnOnce(&Containerd
         return;
     }
     env::require_root();
-    let daemon = Containerd::start_with_busybox(version);
+    let daemon = start(version);
     case(&daemon);
     daemon.finish();
 }
@@ -123,6 +147,18 @@ pub fn run_case(version_fn: &str, case_name: &str, case: impl FnOnce(&Containerd
 /// gives the tests `exit_code::v1_6`, `exit_code::v1_7` and `exit_code::v2_1`.
 #[macro_export]
 macro_rules! e2e_test {
+    ($name:ident, cri, [$($version:ident),+ $(,)?], $case:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $version() {
+                    $crate::run_cri_case(stringify!($version), stringify!($name), $case);
+                }
+            )+
+        }
+    };
     ($name:ident, [$($version:ident),+ $(,)?], $case:expr) => {
         mod $name {
             #[allow(unused_imports)]

@@ -212,22 +212,25 @@ pub fn corrupt_in_place(path: &Path, count: usize) {
         .unwrap_or_else(|e| panic!("corrupt {}: {e}", path.display()));
 }
 
+/// The image `localhost/<name>:test` running `module` (`.wat` or `.wasm`) with `spec`.
+pub fn wasm_layout(name: &str, module: &Path, spec: &WasmImageSpec<'_>) -> Layout {
+    let mut opts = WasmImageOptions::new(image_name(name), Platform::host());
+    opts.entrypoint_args = spec.args.iter().map(|s| s.to_string()).collect();
+    opts.env = spec.env.iter().map(|s| s.to_string()).collect();
+    opts.files = spec
+        .files
+        .iter()
+        .map(|(host, dest)| (host.to_path_buf(), dest.to_string()))
+        .collect();
+    amphi_image::wasm_image(module, &opts)
+        .unwrap_or_else(|e| panic!("amphi-image wasm {}: {e}", module.display()))
+}
+
 impl Containerd {
     /// Builds an image named `localhost/<name>:test` running `module` (`.wat` or `.wasm`)
     /// with `spec`, imports it, and returns the image reference.
     pub fn import_wasm(&self, name: &str, module: &Path, spec: &WasmImageSpec<'_>) -> String {
-        let image_name = image_name(name);
-        let mut opts = WasmImageOptions::new(image_name, Platform::host());
-        opts.entrypoint_args = spec.args.iter().map(|s| s.to_string()).collect();
-        opts.env = spec.env.iter().map(|s| s.to_string()).collect();
-        opts.files = spec
-            .files
-            .iter()
-            .map(|(host, dest)| (host.to_path_buf(), dest.to_string()))
-            .collect();
-        let layout = amphi_image::wasm_image(module, &opts)
-            .unwrap_or_else(|e| panic!("amphi-image wasm {}: {e}", module.display()));
-        self.import_layout(&layout)
+        self.import_layout(&wasm_layout(name, module, spec))
     }
 
     /// Builds a Linux image `localhost/<name>:test` from the directory `rootfs` with
@@ -266,6 +269,11 @@ impl Containerd {
     /// `ctr image import [extra...] --base-name <repository> <tar>` of `layout`, whatever
     /// its outcome.
     pub fn try_import_layout(&self, layout: &Layout, extra: &[&str]) -> Output {
+        self.try_import_layout_in(crate::daemon::NAMESPACE, layout, extra)
+    }
+
+    /// [`Containerd::try_import_layout`] into the containerd namespace `namespace`.
+    pub fn try_import_layout_in(&self, namespace: &str, layout: &Layout, extra: &[&str]) -> Output {
         let name = layout.name();
         let tar = self
             .work_dir()
@@ -277,7 +285,7 @@ impl Containerd {
         let mut args = vec!["images", "import"];
         args.extend_from_slice(extra);
         args.extend(["--base-name", name.repository.as_str(), tar.as_str()]);
-        self.ctr(&args)
+        self.ctr_in(namespace, &args)
     }
 
     fn image_run_argv(
