@@ -123,6 +123,30 @@ impl Events {
         }
     }
 
+    /// An `Events` whose queue ends in the returned receiver instead of containerd, for
+    /// tests of what gets published. Needs a tokio runtime.
+    #[cfg(test)]
+    pub fn for_test() -> (
+        Self,
+        mpsc::UnboundedReceiver<(&'static str, Box<dyn MessageDyn>)>,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let (out, received) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    Msg::Event(topic, event, _) => {
+                        let _ = out.send((topic, event));
+                    }
+                    Msg::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        (Events { tx }, received)
+    }
+
     /// Waits (at most `timeout`) until every event queued so far has been forwarded.
     pub async fn flush(&self, timeout: Duration) {
         let (done, wait) = oneshot::channel();

@@ -1,10 +1,14 @@
 //! The containers one shim serves (a whole pod when containerd groups them) and the
 //! operations containerd's Task API performs on them. [`crate::service`] only adapts
 //! these to ttrpc; everything that decides something lives here or in [`container`].
+//!
+//! Pause, Resume, Update, Stats and the OOM watch are cgroup operations, done the same
+//! way for a Linux and a Wasm container (both are processes in the container's cgroup).
 
 mod container;
 pub mod events;
 mod lifecycle;
+mod oom;
 mod sandbox;
 
 pub use sandbox::destroy_persisted;
@@ -19,6 +23,7 @@ use containerd_shim::protos::api::{
     CreateTaskRequest, DeleteResponse, ProcessInfo, StateResponse, Status,
 };
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskIO};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::topics::{TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -113,6 +118,9 @@ impl Tasks {
             sandbox,
         ));
         let pid = container.pid;
+        if let Some(watcher) = oom::watch(&req.id, &container.cgroup, &self.events) {
+            container.set_oom_watch(watcher);
+        }
         self.events.send(
             TASK_CREATE_EVENT_TOPIC,
             TaskCreate {
@@ -184,12 +192,47 @@ impl Tasks {
             .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         if all {
             container.check_running()?;
-            return container
+            container
                 .cgroup
                 .kill_all(sig)
-                .map_err(Error::cgroup("kill all"));
+                .map_err(Error::cgroup("kill all"))?;
+            container.after_kill_all(sig, &self.events);
+            return Ok(());
         }
-        container.signal(sig)
+        container.signal(sig)?;
+        container.after_signal(sig, &self.events);
+        Ok(())
+    }
+
+    /// Freezes every process of the container (Linux or Wasm alike) and publishes
+    /// TaskPaused once the kernel reports the cgroup frozen.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let container = self.get(id)?;
+        container.begin_pause()?;
+        let cgroup = container.cgroup.clone();
+        let frozen = tokio::task::spawn_blocking(move || cgroup.freeze())
+            .await
+            .map_err(|e| Error::io("freeze", id, std::io::Error::other(e)))
+            .and_then(|r| r.map_err(Error::cgroup("pause")));
+        container.end_pause(frozen, &self.events)
+    }
+
+    /// Thaws a paused container and publishes TaskResumed.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.get(id)?.resume(&self.events)
+    }
+
+    /// Applies the resources of an Update request to the container's cgroup.
+    pub fn update(&self, id: &str, resources: Option<&Any>) -> Result<()> {
+        let container = self.get(id)?;
+        let resources = crate::resources::decode(resources)?;
+        container.check_not_stopped()?;
+        container
+            .cgroup
+            .apply(&resources)
+            .map_err(Error::cgroup("update"))?;
+        log::info!("container {id}: resources updated");
+        Ok(())
     }
 
     pub async fn wait(&self, id: &str) -> Result<ExitInfo> {
@@ -249,6 +292,7 @@ impl Tasks {
                     })?
             }
         };
+        c.stop_oom_watch();
         sandbox::destroy(&c.cgroup, c.mounted_rootfs.as_deref(), &c.bundle)?;
         {
             let mut reg = self.registry();
