@@ -39,6 +39,7 @@
 //! |---|---|---|---|---|
 //! | `tests/lifecycle.rs` | output and exit code 3, exit 0, SIGKILL → 137, SIGTERM → 143, detached kill/delete, two containers at once, PID 1 is the workload, missing executable, leak checks | ✓ | ✓ | ✓ |
 //! | `tests/wasm.rs` | Wasm modules (`tests/fixtures/wasm/*.wat`) and a WASI 0.2 component: output, exit codes, args/env/cwd, files from the rootfs and a bind mount, read-only mount, outside the preopens, memory-limit trap, SIGTERM/SIGKILL of a spinning guest, the compiled-module cache (hit, corrupted entry), an invalid module, Linux and Wasm side by side, annotation dispatch | ✓ | | ✓ |
+//! | `tests/control.rs` | pause/resume of a counting Linux container (stops counting, `task ls` PAUSED, cgroup frozen, `/tasks/paused` then `/tasks/resumed`, wrong states refused, SIGKILL while paused → 137) and of a spinning Wasm guest (no CPU time while frozen), `Tasks.Update` (gRPC, as CRI sends it) raising the memory limit lets a refused allocation succeed, bad JSON → INVALID_ARGUMENT, `/tasks/oom` and the OOM-kill counter in metrics, `task metrics` of a Linux and a Wasm container | ✓ | | ✓ |
 //! | `tests/features.rs` | `--env`, `--cwd`, `--read-only`, bind mount ro, `--memory-limit` OOM → 137, pids limit (`--config` spec), `--with-ns network`, `--uidmap/--gidmap`, `task ps`, `task metrics`, event order | | | ✓ |
 //!
 //! `tests/harness.rs` checks the harness itself on all three versions: the leak checks must
@@ -70,6 +71,7 @@ pub mod command;
 pub mod ctr;
 pub mod daemon;
 pub mod env;
+pub mod grpc;
 pub mod image;
 pub mod leaks;
 pub mod spec;
