@@ -344,7 +344,7 @@ e2e_test!(
             &["sh", "-c", ALLOCATE_ON_DEMAND],
         );
         let limit_file = {
-            let v1 = cgroups_matching(&[id.clone()])
+            let v1 = cgroups_matching(std::slice::from_ref(&id))
                 .iter()
                 .any(|d| d.join("memory.limit_in_bytes").exists());
             cgroup_file(

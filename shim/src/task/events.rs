@@ -26,6 +26,10 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
+/// An event as a test receives it from [`Events::for_test`]: topic and message.
+#[cfg(test)]
+pub type Published = (&'static str, Box<dyn MessageDyn>);
+
 #[derive(Clone)]
 pub struct Events {
     tx: mpsc::UnboundedSender<Msg>,
@@ -126,10 +130,7 @@ impl Events {
     /// An `Events` whose queue ends in the returned receiver instead of containerd, for
     /// tests of what gets published. Needs a tokio runtime.
     #[cfg(test)]
-    pub fn for_test() -> (
-        Self,
-        mpsc::UnboundedReceiver<(&'static str, Box<dyn MessageDyn>)>,
-    ) {
+    pub fn for_test() -> (Self, mpsc::UnboundedReceiver<Published>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         let (out, received) = mpsc::unbounded_channel();
         tokio::spawn(async move {
