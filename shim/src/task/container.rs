@@ -236,6 +236,8 @@ impl Container {
         if signal == libc::SIGKILL {
             return self.after_signal(signal, events);
         }
+        // The lock is held through the freeze (fast: the cgroup was frozen a moment ago)
+        // so a concurrent Resume cannot thaw in between and leave RUNNING frozen.
         let inner = self.lock();
         if inner.life.is_frozen()
             && let Err(e) = self.cgroup.freeze()
