@@ -15,10 +15,12 @@ mod image;
 mod metrics;
 mod options;
 mod reaper;
+mod resources;
 mod server;
 mod service;
 mod state;
 mod stdio;
+mod sys;
 mod task;
 mod wasm;
 

@@ -159,6 +159,8 @@ fn to_v2(s: &CgroupStats) -> v2::Metrics {
         nr_periods: s.cpu.nr_periods,
         nr_throttled: s.cpu.nr_throttled,
         throttled_usec: s.cpu.throttled_time_ns / 1000,
+        nr_bursts: s.cpu.nr_bursts,
+        burst_usec: s.cpu.burst_time_ns / 1000,
         ..Default::default()
     });
     m.memory = MessageField::some(v2_memory(s));
@@ -280,6 +282,8 @@ mod tests {
                 nr_periods: 40,
                 nr_throttled: 4,
                 throttled_time_ns: 123_000,
+                nr_bursts: 2,
+                burst_time_ns: 7_000,
             },
             memory: MemoryStats {
                 usage: MemoryCounter {
@@ -362,6 +366,7 @@ mod tests {
             (2_500_000, 1_500_000, 1_000_000)
         );
         assert_eq!((m.cpu.nr_throttled, m.cpu.throttled_usec), (4, 123));
+        assert_eq!((m.cpu.nr_bursts, m.cpu.burst_usec), (2, 7));
         let mem = m.memory.as_ref().unwrap();
         // CRI's working set on v2: usage - inactive_file.
         assert_eq!((mem.usage, mem.inactive_file), (10_000, 3000));

@@ -148,16 +148,27 @@ impl Task for Service {
         unimplemented("resize pty (terminals)")
     }
 
-    async fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> TtrpcResult<Empty> {
-        unimplemented("pause")
+    async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        self.tasks.pause(&req.id).await.inspect_err(|e| {
+            log::warn!("pause {}: {e}", req.id);
+        })?;
+        Ok(Empty::new())
     }
 
-    async fn resume(&self, _ctx: &TtrpcContext, _req: ResumeRequest) -> TtrpcResult<Empty> {
-        unimplemented("resume")
+    async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        self.tasks.resume(&req.id).inspect_err(|e| {
+            log::warn!("resume {}: {e}", req.id);
+        })?;
+        Ok(Empty::new())
     }
 
-    async fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        unimplemented("update")
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        self.tasks
+            .update(&req.id, req.resources.as_ref())
+            .inspect_err(|e| {
+                log::warn!("update {}: {e}", req.id);
+            })?;
+        Ok(Empty::new())
     }
 
     async fn checkpoint(

@@ -9,6 +9,9 @@
 //! Tasks.Delete ─▶ Containers.Delete ─▶ Snapshots.Remove   (also when a step failed)
 //! ```
 //!
+//! `Tasks.Update` is here too: ctr 1.6 to 2.1 have no `task update`; it is sent as CRI's
+//! `UpdateContainerResources` sends it.
+//!
 //! The shim sees exactly what it sees under CRI: a container whose `image` names the
 //! artifact, a bundle with `config.json`, and rootfs mounts to mount. The fault tests also
 //! use it for a task whose stdout is a FIFO the test itself reads, which no containerd
@@ -23,8 +26,8 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, StartRequest, WaitRequest, containers_client::ContainersClient,
-    tasks_client::TasksClient,
+    DeleteTaskRequest, StartRequest, UpdateTaskRequest, WaitRequest,
+    containers_client::ContainersClient, tasks_client::TasksClient,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Request, metadata::MetadataValue};
@@ -33,6 +36,9 @@ use crate::daemon::{Containerd, NAMESPACE};
 
 /// Type URL containerd gives an OCI runtime spec in a container record.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// The type URL containerd's typeurl gives OCI `LinuxResources` JSON.
+pub const LINUX_RESOURCES_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 /// The snapshotter the harness's daemons use.
 const SNAPSHOTTER: &str = "overlayfs";
 /// Deadline for starting a task, and for waiting for its exit.
@@ -140,6 +146,41 @@ impl Containerd {
                 .map_err(rpc("wait task"))?
                 .into_inner()
                 .exit_status)
+        })
+    }
+
+    /// `Tasks.Update` of task `id` with `resources`, an OCI `LinuxResources` as JSON.
+    /// `Err` carries the gRPC status code and message.
+    pub fn update_task(&self, id: &str, resources: &serde_json::Value) -> Result<(), String> {
+        self.update_task_raw(
+            id,
+            LINUX_RESOURCES_TYPE_URL,
+            resources.to_string().into_bytes(),
+        )
+    }
+
+    /// `Tasks.Update` with an arbitrary `Any` (to check how bad input is refused).
+    pub fn update_task_raw(&self, id: &str, type_url: &str, value: Vec<u8>) -> Result<(), String> {
+        let update_request = UpdateTaskRequest {
+            container_id: id.to_string(),
+            resources: Some(prost_types::Any {
+                type_url: type_url.to_string(),
+                value,
+            }),
+            ..Default::default()
+        };
+        block_on(async {
+            let update = async {
+                let mut tasks = TasksClient::new(self.channel().await?);
+                tasks
+                    .update(request(update_request))
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            };
+            tokio::time::timeout(RUN_TIMEOUT, update)
+                .await
+                .map_err(|_| format!("Tasks.Update of {id}: no answer within {RUN_TIMEOUT:?}"))?
         })
     }
 

@@ -196,6 +196,16 @@ pub fn process_alive(pid: u32, start: u64) -> bool {
 }
 
 impl Containerd {
+    /// Pids of the amphi shim servers serving this daemon (a grouped shim serves many
+    /// containers; its command line names the first one).
+    pub fn shim_servers(&self) -> Vec<u32> {
+        processes_matching(&[self.socket().display().to_string()])
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("containerd-shim-amphi-v1") && cmd.contains("-socket"))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
     /// Records the task pid and shim socket of a running task for the leak checks.
     pub fn remember_running(&self, id: &str, pid: u32) {
         let seen = Seen {

@@ -7,18 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use amphi_e2e::daemon::CRI_NAMESPACE;
-use amphi_e2e::leaks::processes_matching;
 use amphi_e2e::wasm::{WasmImageSpec, fixture, wasm_layout};
 use amphi_e2e::{Containerd, IMAGE, e2e_test, env};
-
-/// Pids of the amphi shim servers serving this daemon.
-fn shim_servers(d: &Containerd) -> Vec<u32> {
-    processes_matching(&[d.socket().display().to_string()])
-        .into_iter()
-        .filter(|(_, cmd)| cmd.contains("containerd-shim-amphi-v1") && cmd.contains("-socket"))
-        .map(|(pid, _)| pid)
-        .collect()
-}
 
 /// Imports a Wasm image of fixture `module` into the CRI namespace.
 fn import_wasm(d: &Containerd, name: &str, module: &str) -> String {
@@ -82,7 +72,7 @@ e2e_test!(
 
         // One shim for the pod: pause, the Linux container and both Wasm containers.
         if env::testing_amphi() {
-            let servers = shim_servers(d);
+            let servers = d.shim_servers();
             assert_eq!(
                 servers.len(),
                 1,
@@ -149,11 +139,11 @@ e2e_test!(
 
         cri.remove_pod(&pod);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !shim_servers(d).is_empty() && Instant::now() < deadline {
+        while !d.shim_servers().is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(50));
         }
         assert!(
-            shim_servers(d).is_empty(),
+            d.shim_servers().is_empty(),
             "{}: the pod's shim outlived the pod",
             d.version()
         );
@@ -162,3 +152,26 @@ e2e_test!(
         }
     }
 );
+// A container over its memory limit is OOM-killed: CRI reports exit 137 and reason
+// OOMKilled, which it reads from the shim's TaskOOM event.
+e2e_test!(oom_killed_container, cri, [v1_6, v2_1], |d: &Containerd| {
+    let cri = d.cri();
+    let pod = cri.run_pod("oom");
+    let id = cri.create_start_limited(
+        &pod,
+        "hog",
+        IMAGE,
+        &["sh", "-c", "echo start; x=a; while true; do x=$x$x; done"],
+        Some(32 << 20),
+    );
+    let status = cri.wait_exited(&id);
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled"),
+        "{}: {status:?}",
+        d.version()
+    );
+    cri.remove_pod(&pod);
+    d.assert_no_leaks(&id);
+    d.assert_no_leaks(&pod.id);
+});

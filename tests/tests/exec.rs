@@ -319,26 +319,7 @@ e2e_test!(
 /// Starts a container with `opts`, an exec `sleep`, kills the init, and checks the exec
 /// died with it and that the exec's `/tasks/exit` precedes the init's.
 fn init_exit_with_exec(d: &Containerd, label: &str, opts: &[&str]) {
-    let events = d.spawn_events();
-    // Wait until the subscription is live: poke the namespace until its update shows up.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut n = 0;
-    while !events.stdout_so_far().contains("/namespaces/update") {
-        assert!(
-            Instant::now() < deadline,
-            "{}: ctr events is not live",
-            d.version()
-        );
-        n += 1;
-        d.ctr(&[
-            "namespaces",
-            "label",
-            "default",
-            &format!("amphi-e2e-poke={n}"),
-        ])
-        .expect_success("ctr namespaces label");
-        thread::sleep(Duration::from_millis(200));
-    }
+    let events = d.subscribe_events();
 
     let id = d.new_id(label);
     let row = d.run_detached(&id, opts, &["sleep", "1000"]);

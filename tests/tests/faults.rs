@@ -10,22 +10,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use amphi_e2e::api::Rootfs;
-use amphi_e2e::leaks::processes_matching;
 use amphi_e2e::wasm::{WasmImageSpec, fixture};
 use amphi_e2e::{Containerd, Spec, e2e_test, env, image};
 
 /// The annotation containerd's CRI plugin puts on every container of a pod, and amphi
 /// groups by.
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-
-/// Pids of the amphi shim servers serving this daemon.
-fn shim_servers(d: &Containerd) -> Vec<u32> {
-    processes_matching(&[d.socket().display().to_string()])
-        .into_iter()
-        .filter(|(_, cmd)| cmd.contains("containerd-shim-amphi-v1") && cmd.contains("-socket"))
-        .map(|(pid, _)| pid)
-        .collect()
-}
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -87,13 +77,13 @@ e2e_test!(
             "{}: no output before the restart: {out:?}",
             d.version()
         );
-        let shims = shim_servers(d);
+        let shims = d.shim_servers();
 
         d.restart();
 
         // The task and its shim lived through it.
         assert_eq!(
-            shim_servers(d),
+            d.shim_servers(),
             shims,
             "{}: the shim changed across the restart",
             d.version()
@@ -170,7 +160,7 @@ e2e_test!(
             d.remember_running(&id, row.pid);
             ids.push(id);
         }
-        let servers = shim_servers(d);
+        let servers = d.shim_servers();
         assert_eq!(
             servers.len(),
             1,
@@ -208,7 +198,7 @@ e2e_test!(
             assert!(left.is_empty(), "{}: {id} left {left:#?}", d.version());
         }
         assert_eq!(
-            shim_servers(d),
+            d.shim_servers(),
             servers,
             "{}: the shim must outlive its first containers",
             d.version()
@@ -228,11 +218,11 @@ e2e_test!(
             );
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !shim_servers(d).is_empty() && Instant::now() < deadline {
+        while !d.shim_servers().is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(50));
         }
         assert!(
-            shim_servers(d).is_empty(),
+            d.shim_servers().is_empty(),
             "{}: the shim outlived its last container",
             d.version()
         );
@@ -298,7 +288,7 @@ e2e_test!(stress_cycles, [v1_6, v2_1], |d: &Containerd| {
     let row = d.run_detached(&anchor, &["--annotation", &annotation], &["sleep", "600"]);
     d.remember_running(&anchor, row.pid);
     let shim = if env::testing_amphi() {
-        let servers = shim_servers(d);
+        let servers = d.shim_servers();
         assert_eq!(servers.len(), 1, "{}: {servers:?}", d.version());
         Some(servers[0])
     } else {
@@ -371,7 +361,7 @@ e2e_test!(stress_cycles, [v1_6, v2_1], |d: &Containerd| {
 
     if let (Some(shim), Some(before)) = (shim, fds_before) {
         assert_eq!(
-            shim_servers(d),
+            d.shim_servers(),
             vec![shim],
             "{}: the pod's shim changed",
             d.version()

@@ -12,8 +12,9 @@
 //!    [`Cgroup::load`] names an existing cgroup (the `delete` action, a restarted shim).
 //! 4. The shim then places the init helper with [`Cgroup::add_pid`], pauses with
 //!    [`Cgroup::freeze`], reads [`Cgroup::stats`] (a neutral [`CgroupStats`] the shim turns
-//!    into containerd's v1 or v2 metrics), and tears down with [`Cgroup::kill_all`] and
-//!    [`Cgroup::remove`].
+//!    into containerd's v1 or v2 metrics), applies `Update`s with [`Cgroup::apply`], watches
+//!    for OOM kills with [`Cgroup::watch_oom`], and tears down with [`Cgroup::kill_all`]
+//!    and [`Cgroup::remove`].
 //!
 //! # Why hand-written drivers
 //!
@@ -38,6 +39,7 @@
 
 mod error;
 mod fsutil;
+mod oom;
 mod path;
 mod resources;
 mod root;
@@ -56,6 +58,7 @@ use nix::{errno::Errno, sys::signal::Signal, unistd::Pid};
 use oci_spec::runtime::LinuxResources;
 
 pub use error::{CgroupError, CgroupErrorKind};
+pub use oom::{OomPoll, OomWatch};
 pub use path::{CgroupPath, parse_cgroups_path};
 pub use root::CgroupRoot;
 pub use stats::{
@@ -284,6 +287,15 @@ impl Cgroup {
         match &self.driver {
             Driver::V1(v1) => v1.dirs(),
             Driver::V2(v2) => vec![v2.dir().to_path_buf()],
+        }
+    }
+
+    /// Starts watching the cgroup for OOM kills (see [`OomWatch`]). `None` on a v1 host
+    /// without the memory controller.
+    pub fn watch_oom(&self) -> Result<Option<OomWatch>, CgroupError> {
+        match &self.driver {
+            Driver::V1(v1) => v1.dir_of("memory").map(OomWatch::v1).transpose(),
+            Driver::V2(v2) => OomWatch::v2(v2.dir()).map(Some),
         }
     }
 

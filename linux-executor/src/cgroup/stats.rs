@@ -53,6 +53,10 @@ pub struct CpuStats {
     pub nr_periods: u64,
     pub nr_throttled: u64,
     pub throttled_time_ns: u64,
+    /// Periods in which the CFS burst allowance was used (`cpu.stat nr_bursts`).
+    pub nr_bursts: u64,
+    /// Time spent bursting (v1 `burst_time`, v2 `burst_usec`).
+    pub burst_time_ns: u64,
 }
 
 /// One memory counter family. Limits are as the kernel reports them: v1 shows a huge number
@@ -166,6 +170,8 @@ pub(crate) fn read_v1_cpu(
         out.nr_periods = stat.get("nr_periods").copied().unwrap_or(0);
         out.nr_throttled = stat.get("nr_throttled").copied().unwrap_or(0);
         out.throttled_time_ns = stat.get("throttled_time").copied().unwrap_or(0);
+        out.nr_bursts = stat.get("nr_bursts").copied().unwrap_or(0);
+        out.burst_time_ns = stat.get("burst_time").copied().unwrap_or(0);
     }
     Ok(out)
 }
@@ -283,6 +289,8 @@ pub(crate) fn read_v2_cpu(dir: &Path) -> Result<CpuStats, CgroupError> {
         nr_periods: stat.get("nr_periods").copied().unwrap_or(0),
         nr_throttled: stat.get("nr_throttled").copied().unwrap_or(0),
         throttled_time_ns: us("throttled_usec"),
+        nr_bursts: stat.get("nr_bursts").copied().unwrap_or(0),
+        burst_time_ns: us("burst_usec"),
     })
 }
 

@@ -5,6 +5,12 @@
 //! TaskExit ahead of the init's: when the init exits while execs run, its exit is held
 //! (the container still reads RUNNING) until the last of them has exited (checklist T-X3);
 //! in a shared pid namespace they are killed first (T-X4), in its own the kernel does it.
+//!
+//! Pause freezes the whole cgroup, so it works the same for a Linux workload and a Wasm
+//! one (wasmtime runs as the container's PID 1, an ordinary process of the cgroup). A
+//! frozen task cannot act on SIGKILL until thawed: a SIGKILL to a paused task thaws its
+//! cgroup right after the signal (as runc does), and a task that exits while frozen has
+//! its cgroup thawed too, so nothing stays frozen behind a stopped task.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -15,16 +21,19 @@ use amphi_linux_executor::cgroup::Cgroup;
 use amphi_linux_executor::launch::Created;
 use amphi_linux_executor::plan::InitPlan;
 use containerd_shim::protos::api::Status;
-use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted, TaskExit, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim::protos::topics::{
     TASK_EXEC_ADDED_EVENT_TOPIC, TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC,
-    TASK_START_EVENT_TOPIC,
+    TASK_PAUSED_EVENT_TOPIC, TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
 };
 use tokio::sync::watch;
 
 use super::events::Events;
 use super::exec::{ExecBase, ExecProcess};
-use super::lifecycle::{ExitInfo, Lifecycle};
+use super::lifecycle::{ExitInfo, Lifecycle, PauseOutcome};
+use super::oom::OomWatcher;
 use crate::error::{Error, Result};
 use crate::stdio::Keepalive;
 
@@ -56,6 +65,8 @@ struct Inner {
     execs: HashMap<String, ExecProcess>,
     /// The init's exit, held while execs still run (see the module docs).
     held_exit: Option<ExitInfo>,
+    /// The OOM watch of the cgroup, from Create until Delete.
+    oom: Option<OomWatcher>,
 }
 
 impl Inner {
@@ -113,6 +124,7 @@ impl Container {
                 keepalive: parts.keepalive,
                 execs: HashMap::new(),
                 held_exit: None,
+                oom: None,
             }),
             exited: watch::channel(None).0,
         }
@@ -169,8 +181,16 @@ impl Container {
     fn stop(&self, exit: ExitInfo, events: &Events) {
         let done =
             |inner: &Inner| inner.life.status().0 == Status::STOPPED || inner.held_exit.is_some();
-        if done(&self.lock()) {
-            return;
+        let was_frozen = {
+            let inner = self.lock();
+            if done(&inner) {
+                return;
+            }
+            inner.life.is_frozen()
+        };
+        // A frozen task's remaining processes act on no signal until thawed.
+        if was_frozen {
+            self.thaw_quietly();
         }
         // Execs included: their exits come before the init's (module docs).
         if self.kill_all_on_exit
@@ -217,6 +237,132 @@ impl Container {
     pub fn signal(&self, signal: i32) -> Result<()> {
         self.lock().life.check_signal(&self.id)?;
         send_signal(self.pidfd.as_ref(), self.pid, signal, &self.id)
+    }
+
+    /// After a signal reached the task: a SIGKILL to a paused task thaws its cgroup so the
+    /// kill takes effect (a frozen process acts on no signal); the task then counts as
+    /// running until its exit is reaped. Other signals stay pending until Resume.
+    pub fn after_signal(&self, signal: i32, events: &Events) {
+        if signal != libc::SIGKILL {
+            return;
+        }
+        let mut inner = self.lock();
+        if !inner.life.is_frozen() {
+            return;
+        }
+        match self.cgroup.thaw() {
+            Ok(()) => {
+                inner.life.resumed();
+                log::info!("container {}: thawed after SIGKILL", self.id);
+                events.send(
+                    TASK_RESUMED_EVENT_TOPIC,
+                    TaskResumed {
+                        container_id: self.id.clone(),
+                        ..Default::default()
+                    },
+                );
+            }
+            Err(e) => log::warn!("container {}: thaw after SIGKILL: {e}", self.id),
+        }
+    }
+
+    /// `kill --all` goes through [`Cgroup::kill_all`], which leaves the cgroup thawed.
+    /// For a paused task: SIGKILL counts as a resume (see [`Self::after_signal`]); any
+    /// other signal freezes the cgroup again, so the task stays paused as State says.
+    pub fn after_kill_all(&self, signal: i32, events: &Events) {
+        if signal == libc::SIGKILL {
+            return self.after_signal(signal, events);
+        }
+        // The lock is held through the freeze (fast: the cgroup was frozen a moment ago)
+        // so a concurrent Resume cannot thaw in between and leave RUNNING frozen.
+        let inner = self.lock();
+        if inner.life.is_frozen()
+            && let Err(e) = self.cgroup.freeze()
+        {
+            log::warn!("container {}: freeze again after kill --all: {e}", self.id);
+        }
+    }
+
+    /// Pause, first half: the task must be running; it is PAUSING from now on.
+    pub fn begin_pause(&self) -> Result<()> {
+        self.lock().life.begin_pause(&self.id)
+    }
+
+    /// Pause, second half, once the freeze (run without the lock) has returned.
+    pub fn end_pause(&self, frozen: Result<()>, events: &Events) -> Result<()> {
+        let mut inner = self.lock();
+        match inner.life.end_pause(frozen.is_ok()) {
+            PauseOutcome::Paused => {
+                events.send(
+                    TASK_PAUSED_EVENT_TOPIC,
+                    TaskPaused {
+                        container_id: self.id.clone(),
+                        ..Default::default()
+                    },
+                );
+                log::info!("container {} paused", self.id);
+                Ok(())
+            }
+            PauseOutcome::Failed => frozen,
+            PauseOutcome::Overtaken => {
+                drop(inner);
+                self.thaw_quietly();
+                Err(Error::FailedPrecondition(format!(
+                    "container {} was killed or exited while being paused",
+                    self.id
+                )))
+            }
+        }
+    }
+
+    /// Resume: thaws the cgroup of a paused task and publishes TaskResumed.
+    pub fn resume(&self, events: &Events) -> Result<()> {
+        let mut inner = self.lock();
+        inner.life.check_resume(&self.id)?;
+        // One write to the freezer: short enough to do under the lock, which keeps a
+        // concurrent Kill or exit from seeing a half-resumed task.
+        self.cgroup.thaw().map_err(Error::cgroup("resume"))?;
+        inner.life.resumed();
+        events.send(
+            TASK_RESUMED_EVENT_TOPIC,
+            TaskResumed {
+                container_id: self.id.clone(),
+                ..Default::default()
+            },
+        );
+        log::info!("container {} resumed", self.id);
+        Ok(())
+    }
+
+    /// Thaws the cgroup, logging a failure (a cgroup already gone is fine).
+    fn thaw_quietly(&self) {
+        if let Err(e) = self.cgroup.thaw()
+            && !e.is_not_found()
+        {
+            log::warn!("container {}: thaw: {e}", self.id);
+        }
+    }
+
+    /// Fails with FAILED_PRECONDITION once the init has finished (Update).
+    pub fn check_not_stopped(&self) -> Result<()> {
+        match self.lock().life.status().0 {
+            Status::STOPPED => Err(Error::FailedPrecondition(format!(
+                "container {} has already stopped",
+                self.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps the OOM watch until [`Self::stop_oom_watch`] (Delete).
+    pub fn set_oom_watch(&self, watcher: OomWatcher) {
+        self.lock().oom = Some(watcher);
+    }
+
+    /// Ends the OOM watch (its task and its file descriptors).
+    pub fn stop_oom_watch(&self) {
+        let watcher = self.lock().oom.take();
+        drop(watcher);
     }
 
     /// Fails with NOT_FOUND once the init has finished.

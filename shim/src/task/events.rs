@@ -26,6 +26,10 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
+/// An event as a test receives it from [`Events::for_test`]: topic and message.
+#[cfg(test)]
+pub type Published = (&'static str, Box<dyn MessageDyn>);
+
 #[derive(Clone)]
 pub struct Events {
     tx: mpsc::UnboundedSender<Msg>,
@@ -121,6 +125,27 @@ impl Events {
         if self.tx.send(msg).is_err() {
             log::warn!("event {topic} dropped: forwarder stopped");
         }
+    }
+
+    /// An `Events` whose queue ends in the returned receiver instead of containerd, for
+    /// tests of what gets published. Needs a tokio runtime.
+    #[cfg(test)]
+    pub fn for_test() -> (Self, mpsc::UnboundedReceiver<Published>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let (out, received) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    Msg::Event(topic, event, _) => {
+                        let _ = out.send((topic, event));
+                    }
+                    Msg::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        (Events { tx }, received)
     }
 
     /// Waits (at most `timeout`) until every event queued so far has been forwarded.

@@ -6,11 +6,15 @@
 //! Every reaped pid is routed through one registry (`by_pid`) to the process it was: a
 //! container's init or one of its execs; others (the intermediate init helpers, a process
 //! that died before it was registered) are remembered for a while as orphans.
+//!
+//! Pause, Resume, Update, Stats and the OOM watch are cgroup operations, done the same
+//! way for a Linux and a Wasm container (both are processes in the container's cgroup).
 
 mod container;
 pub mod events;
 mod exec;
 mod lifecycle;
+mod oom;
 mod sandbox;
 
 pub use sandbox::destroy_persisted;
@@ -26,6 +30,7 @@ use containerd_shim::protos::api::{
     CreateTaskRequest, DeleteResponse, ExecProcessRequest, ProcessInfo, StateResponse, Status,
 };
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskIO};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::topics::{TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -129,6 +134,9 @@ impl Tasks {
             sandbox,
         ));
         let pid = container.pid;
+        if let Some(watcher) = oom::watch(&req.id, &container.cgroup, &self.events) {
+            container.set_oom_watch(watcher);
+        }
         self.events.send(
             TASK_CREATE_EVENT_TOPIC,
             TaskCreate {
@@ -209,12 +217,47 @@ impl Tasks {
         }
         if all {
             container.check_running()?;
-            return container
+            container
                 .cgroup
                 .kill_all(sig)
-                .map_err(Error::cgroup("kill all"));
+                .map_err(Error::cgroup("kill all"))?;
+            container.after_kill_all(sig, &self.events);
+            return Ok(());
         }
-        container.signal(sig)
+        container.signal(sig)?;
+        container.after_signal(sig, &self.events);
+        Ok(())
+    }
+
+    /// Freezes every process of the container (Linux or Wasm alike) and publishes
+    /// TaskPaused once the kernel reports the cgroup frozen.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let container = self.get(id)?;
+        container.begin_pause()?;
+        let cgroup = container.cgroup.clone();
+        let frozen = tokio::task::spawn_blocking(move || cgroup.freeze())
+            .await
+            .map_err(|e| Error::io("freeze", id, std::io::Error::other(e)))
+            .and_then(|r| r.map_err(Error::cgroup("pause")));
+        container.end_pause(frozen, &self.events)
+    }
+
+    /// Thaws a paused container and publishes TaskResumed.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.get(id)?.resume(&self.events)
+    }
+
+    /// Applies the resources of an Update request to the container's cgroup.
+    pub fn update(&self, id: &str, resources: Option<&Any>) -> Result<()> {
+        let container = self.get(id)?;
+        let resources = crate::resources::decode(resources)?;
+        container.check_not_stopped()?;
+        container
+            .cgroup
+            .apply(&resources)
+            .map_err(Error::cgroup("update"))?;
+        log::info!("container {id}: resources updated");
+        Ok(())
     }
 
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
@@ -299,6 +342,7 @@ impl Tasks {
                     })?
             }
         };
+        c.stop_oom_watch();
         sandbox::destroy(&c.cgroup, c.mounted_rootfs.as_deref(), &c.bundle)?;
         {
             let mut reg = self.registry();

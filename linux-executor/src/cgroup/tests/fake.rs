@@ -60,7 +60,7 @@ fn v1_files(controller: &str) -> Vec<(&'static str, &'static str)> {
             ("cpu.idle", "0\n"),
             (
                 "cpu.stat",
-                "nr_periods 40\nnr_throttled 4\nthrottled_time 123456\nnr_bursts 0\nburst_time 0\n",
+                "nr_periods 40\nnr_throttled 4\nthrottled_time 123456\nnr_bursts 2\nburst_time 6789\n",
             ),
         ][..],
         "cpuacct" => &[
@@ -70,6 +70,7 @@ fn v1_files(controller: &str) -> Vec<(&'static str, &'static str)> {
         ],
         "cpuset" => &[("cpuset.cpus", "\n"), ("cpuset.mems", "\n")],
         "memory" => &[
+            ("cgroup.event_control", ""),
             ("memory.limit_in_bytes", V1_UNLIMITED),
             ("memory.soft_limit_in_bytes", V1_UNLIMITED),
             ("memory.usage_in_bytes", "5144576\n"),
@@ -196,7 +197,7 @@ fn v2_files() -> Vec<(&'static str, &'static str)> {
         (
             "cpu.stat",
             "usage_usec 2500000\nuser_usec 1500000\nsystem_usec 1000000\nnr_periods 40\n\
-             nr_throttled 4\nthrottled_usec 123\nnr_bursts 0\nburst_usec 0\n",
+             nr_throttled 4\nthrottled_usec 123\nnr_bursts 3\nburst_usec 45\n",
         ),
         ("cpuset.cpus", "\n"),
         ("cpuset.mems", "\n"),

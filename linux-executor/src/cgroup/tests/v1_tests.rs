@@ -9,7 +9,9 @@ use super::{
     fake::{FakeV1, V1_CONTROLLERS, V1_UNLIMITED},
     resources,
 };
-use crate::cgroup::{Cgroup, CgroupErrorKind, CgroupVersion, IoDeviceStats, parse_cgroups_path};
+use crate::cgroup::{
+    Cgroup, CgroupErrorKind, CgroupVersion, IoDeviceStats, OomPoll, parse_cgroups_path,
+};
 
 const MIB: i64 = 1 << 20;
 const REL: &str = "kubepods/pod1/ctr";
@@ -173,6 +175,7 @@ fn stats_read_every_v1_controller() {
         ),
         (40, 4, 123_456)
     );
+    assert_eq!((s.cpu.nr_bursts, s.cpu.burst_time_ns), (2, 6789));
     let m = &s.memory;
     assert_eq!(m.usage.usage, 5_144_576);
     assert_eq!(m.usage.limit, 9_223_372_036_854_771_712);
@@ -251,4 +254,60 @@ fn kill_all_signals_every_listed_process_and_thaws() {
         cg.kill_all(1234).unwrap_err().kind(),
         CgroupErrorKind::InvalidArgument
     );
+}
+
+#[test]
+fn oom_watch_registers_an_eventfd_and_counts_its_wakeups() {
+    use std::os::fd::AsRawFd;
+    let fake = FakeV1::new();
+    fake.leaf(REL);
+    let cg = Cgroup::load(&fake.root(), &cgroup_path());
+    let mut watch = cg
+        .watch_oom()
+        .unwrap()
+        .expect("the memory controller is mounted");
+    // The registration names the eventfd and an open memory.oom_control, as
+    // "<event_fd> <fd of memory.oom_control>".
+    let registration = fake.read("memory", REL, "cgroup.event_control");
+    let fds: Vec<i32> = registration
+        .split(' ')
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(fds.len(), 2, "{registration:?}");
+    assert_eq!(fds[0], watch.as_raw_fd());
+    let target = fs::read_link(format!("/proc/self/fd/{}", fds[1])).unwrap();
+    assert_eq!(
+        target,
+        fake.path("memory", REL).join("memory.oom_control"),
+        "the second fd must be memory.oom_control"
+    );
+    // Nothing signalled yet: a spurious wake-up reports no kill.
+    assert_eq!(watch.on_readable().unwrap(), OomPoll::Kills(0));
+    // Play the kernel: two OOMs signal the eventfd twice.
+    let efd = watch.fd().try_clone_to_owned().unwrap();
+    for _ in 0..2 {
+        nix::unistd::write(&efd, &1u64.to_ne_bytes()).unwrap();
+    }
+    assert_eq!(watch.on_readable().unwrap(), OomPoll::Kills(2));
+    // Removing the cgroup also signals the eventfd: that is the end, not an OOM.
+    nix::unistd::write(&efd, &1u64.to_ne_bytes()).unwrap();
+    fs::remove_dir_all(fake.path("memory", REL)).unwrap();
+    assert_eq!(watch.on_readable().unwrap(), OomPoll::Gone);
+    drop(watch);
+    // Every descriptor of the watch is closed with it (the clone is the only one left).
+    let left: Vec<_> = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+        .filter(|t| t.starts_with(fake.dir.path()))
+        .collect();
+    assert!(left.is_empty(), "descriptors left open: {left:?}");
+}
+
+#[test]
+fn no_memory_controller_means_no_oom_watch() {
+    let fake = FakeV1::new();
+    fake.leaf(REL);
+    fs::remove_dir_all(fake.dir.path().join("memory")).unwrap();
+    let cg = Cgroup::load(&fake.root(), &cgroup_path());
+    assert!(cg.watch_oom().unwrap().is_none());
 }

@@ -10,7 +10,7 @@ use super::{
     resources,
 };
 use crate::cgroup::{
-    Cgroup, CgroupError, CgroupErrorKind, CgroupPath, CgroupVersion, IoDeviceStats,
+    Cgroup, CgroupError, CgroupErrorKind, CgroupPath, CgroupVersion, IoDeviceStats, OomPoll,
     parse_cgroups_path,
 };
 
@@ -161,6 +161,7 @@ fn stats_read_the_unified_files() {
         ),
         (40, 4, 123_000)
     );
+    assert_eq!((s.cpu.nr_bursts, s.cpu.burst_time_ns), (3, 45_000));
     let m = &s.memory;
     assert_eq!(
         (m.usage.usage, m.usage.limit, m.usage.max_usage),
@@ -249,4 +250,64 @@ fn remove_and_dirs_on_v2() {
     assert!(!fake.path(REL).exists());
     assert!(fake.path("kubepods/pod1").exists());
     cg.remove().unwrap();
+}
+
+/// Waits (at most 300 ms) until the watch's descriptor is readable.
+fn readable(watch: &crate::cgroup::OomWatch) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(watch.fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::from(300u16)).unwrap() == 1
+}
+
+#[test]
+fn oom_watch_reports_growth_of_the_oom_kill_counter() {
+    let fake = FakeV2::new();
+    fake.leaf(REL);
+    let cg = Cgroup::load(&fake.root(), &cgroup_path());
+    // The fake starts at oom_kill 4: kills before the watch are not reported.
+    let mut watch = cg
+        .watch_oom()
+        .unwrap()
+        .expect("v2 always has memory.events");
+    assert!(!readable(&watch));
+
+    // Another counter changes: the file is modified, but no kill happened.
+    fake.set(
+        REL,
+        "memory.events",
+        "low 0\nhigh 2\nmax 2\noom 3\noom_kill 4\noom_group_kill 0\n",
+    );
+    assert!(readable(&watch));
+    assert_eq!(watch.on_readable().unwrap(), OomPoll::Kills(0));
+
+    fake.set(
+        REL,
+        "memory.events",
+        "low 0\nhigh 2\nmax 5\noom 5\noom_kill 6\noom_group_kill 0\n",
+    );
+    assert!(readable(&watch));
+    assert_eq!(watch.on_readable().unwrap(), OomPoll::Kills(2));
+    assert!(!readable(&watch), "the notification was drained");
+
+    fake.set(
+        REL,
+        "memory.events",
+        "low 0\nhigh 2\nmax 5\noom 6\noom_kill 7\noom_group_kill 0\n",
+    );
+    assert!(readable(&watch));
+    assert_eq!(watch.on_readable().unwrap(), OomPoll::Kills(1));
+
+    // The cgroup is removed: the watch ends.
+    fs::remove_dir_all(fake.path(REL)).unwrap();
+    assert!(readable(&watch), "removal wakes the watch up");
+    assert_eq!(watch.on_readable().unwrap(), OomPoll::Gone);
+}
+
+#[test]
+fn oom_watch_on_a_missing_cgroup_is_an_error_naming_the_file() {
+    let fake = FakeV2::new();
+    let cg = Cgroup::load(&fake.root(), &cgroup_path());
+    let err = cg.watch_oom().unwrap_err();
+    assert!(err.to_string().contains("memory.events"), "{err}");
+    assert!(err.is_not_found(), "{err}");
 }
