@@ -60,6 +60,17 @@ fn assert_shows(d: &Containerd, out: &Output, needle: &str, what: &str) {
     );
 }
 
+/// Like [`assert_shows`], for a whole line (line ends on a terminal are CR LF, or CR CR LF
+/// when ctr's side is not in raw mode).
+#[track_caller]
+fn assert_line(d: &Containerd, out: &Output, line: &str, what: &str) {
+    assert!(
+        out.stdout.lines().any(|l| l.trim_end_matches('\r') == line),
+        "{}: {what}: the terminal shows no line {line:?}:\n{out}",
+        d.version()
+    );
+}
+
 /// Pids of the amphi shim servers of this daemon.
 fn shim_servers(d: &Containerd) -> Vec<u32> {
     processes_matching(&[d.socket().display().to_string()])
@@ -126,7 +137,7 @@ e2e_test!(
     [v1_6, v2_1],
     |d: &Containerd| {
         let id = d.new_id("tty");
-        let script = format!("tty; {PRINT_SIZE}; exit 3");
+        let script = format!("tty; echo fds: $(ls /proc/self/fd); {PRINT_SIZE}; exit 3");
         let out = run_tty(d, &id, amphi_e2e::image::IMAGE, &["sh", "-c", &script])
             .wait_timeout(SESSION_TIMEOUT);
         assert_eq!(
@@ -185,7 +196,9 @@ e2e_test!(exec_tty, [v1_6, v2_1], |d: &Containerd| {
     let before = open_fds(shims[0]);
     for n in 0..3 {
         let exec_id = format!("{id}-e{n}");
-        let script = format!("tty; [ -t 1 ] && echo out-is-a-tty; {PRINT_SIZE}; exit 5");
+        let script = format!(
+            "tty; [ -t 1 ] && echo out-is-a-tty; echo fds: $(ls /proc/self/fd); {PRINT_SIZE}; exit 5"
+        );
         let out = exec_tty(d, &id, &exec_id, &["sh", "-c", &script]).wait_timeout(SESSION_TIMEOUT);
         assert_eq!(
             out.code(),
@@ -195,6 +208,7 @@ e2e_test!(exec_tty, [v1_6, v2_1], |d: &Containerd| {
         );
         assert_shows(d, &out, "/dev/pts/", "tty in the exec");
         assert_shows(d, &out, "out-is-a-tty", "[ -t 1 ] in the exec");
+        assert_line(d, &out, "fds: 0 1 2 3", "the exec's fds");
         assert_shows(d, &out, &format!("{ROWS} {COLS}"), "stty size in the exec");
     }
     // ctr deletes its exec when done; give the shim a moment to drop what it held.
