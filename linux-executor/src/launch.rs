@@ -6,7 +6,9 @@
 //! from [`InitIo`] and the socket mapped to fd 3 with `command-fds`. Then:
 //! `join_cgroup(helper pid)` (the helper is still blocked waiting for its plan), send the
 //! plan, write id maps on request, learn the container init's host pid, collect warnings,
-//! and return [`Created`] on `Ready`. [`Created::start`] releases the barrier.
+//! and return [`Created`] on `Ready`. [`Created::start`] releases the barrier. With
+//! `process.terminal` the process sends the pty master on the way (`Console`, the descriptor
+//! received close-on-exec); the shim takes it with [`Created::take_console`].
 //!
 //! [`exec`] starts another process in a running container the same way: the helper gets the
 //! plan as `Exec` and a pidfd of the container's init as fd 4, joins the init's namespaces
@@ -34,7 +36,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::init::protocol::{
-    FromInit, INIT_PIDFD_FD, INIT_SOCKET_FD, ReportedError, ToInit, recv_msg, send_msg,
+    FromInit, INIT_PIDFD_FD, INIT_SOCKET_FD, ReportedError, ToInit, recv_msg, recv_msg_with_fds,
+    send_msg,
 };
 use crate::plan::{InitPlan, id_map_text};
 
@@ -170,6 +173,7 @@ pub struct Created {
     sock: OwnedFd,
     pid: i32,
     warnings: Vec<String>,
+    console: Option<OwnedFd>,
 }
 
 impl Created {
@@ -181,6 +185,12 @@ impl Created {
     /// Notes from the init (capabilities the host cannot grant, mount fallbacks...).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The master of the process's terminal (`process.terminal`), once: close-on-exec,
+    /// blocking. `None` without a terminal.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
     }
 
     /// Releases the start barrier. `Ok` once `execve` succeeded (the close-on-exec socket
@@ -346,10 +356,28 @@ fn launch(
 
     let mut pid = None;
     let mut warnings = Vec::new();
+    let mut console = None;
     loop {
         const STEP: &str = "creating the container";
-        match recv_msg::<FromInit>(ours.as_fd()).map_err(|e| recv_error(STEP, e))? {
+        let received =
+            recv_msg_with_fds::<FromInit>(ours.as_fd()).map_err(|e| recv_error(STEP, e))?;
+        // Descriptors are only expected with `Console`; any other is dropped (closed) here.
+        let (msg, mut fds) = match received {
+            Some((msg, fds)) => (Some(msg), fds),
+            None => (None, Vec::new()),
+        };
+        match msg {
             None => return Err(LaunchError::Vanished(STEP)),
+            Some(FromInit::Console) => {
+                if !plan.process.terminal || console.is_some() || fds.len() != 1 {
+                    return Err(protocol_error(format!(
+                        "unexpected terminal with {} descriptor(s) (terminal asked: {})",
+                        fds.len(),
+                        plan.process.terminal
+                    )));
+                }
+                console = fds.pop();
+            }
             Some(FromInit::NeedIdMaps) => {
                 write_id_maps(helper, plan)?;
                 send_msg(ours.as_fd(), &ToInit::IdMapsWritten).map_err(|source| {
@@ -370,17 +398,29 @@ fn launch(
         }
     }
     let Some(pid) = pid else {
-        return Err(LaunchError::Protocol {
-            what: "creating the container",
-            source: std::io::Error::other("ready before the init pid was reported"),
-        });
+        return Err(protocol_error(
+            "ready before the init pid was reported".into(),
+        ));
     };
+    if plan.process.terminal && console.is_none() {
+        return Err(protocol_error(
+            "ready without the terminal it was asked for".into(),
+        ));
+    }
     guard.pids.clear();
     Ok(Created {
         sock: ours,
         pid,
         warnings,
+        console,
     })
+}
+
+fn protocol_error(message: String) -> LaunchError {
+    LaunchError::Protocol {
+        what: "creating the container",
+        source: std::io::Error::other(message),
+    }
 }
 
 fn write_id_maps(helper: i32, plan: &InitPlan) -> Result<(), LaunchError> {

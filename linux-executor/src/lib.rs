@@ -12,7 +12,9 @@
 //!    syscall wrappers, reports readiness, blocks on the start barrier, then `execve`s.
 //! 4. [`cgroup`]: v1, v2 and hybrid drivers over an injectable cgroupfs root, used by the
 //!    shim for both Linux and Wasm containers (create, place, update, freeze, stats, kill).
-//! 5. [`rootfs_lookup`] (runs in the shim, before launching): reads and resolves files of
+//! 5. [`pty`] (runs in the shim): window size of the pty master a process created with a
+//!    terminal sent back over the launch socket.
+//! 6. [`rootfs_lookup`] (runs in the shim, before launching): reads and resolves files of
 //!    the container's rootfs without ever leaving it, for the Linux-or-Wasm dispatch.
 //!
 //! A plan's [`plan::Workload`] is either `Exec` (the native program) or `Wasm`: the init then
@@ -25,5 +27,6 @@ pub mod cgroup;
 pub mod init;
 pub mod launch;
 pub mod plan;
+pub mod pty;
 pub mod rootfs_lookup;
 mod sys;

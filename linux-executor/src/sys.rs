@@ -168,6 +168,115 @@ pub(crate) fn reset_signal_dispositions() -> io::Result<()> {
     Ok(())
 }
 
+/// `ioctl(master, TIOCSPTLCK, &0)` (`unlockpt`): lets the slave of a fresh pty be opened.
+pub(crate) fn pty_unlock(master: BorrowedFd<'_>) -> io::Result<()> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which points to a live local for
+    // the duration of the call; `master` is a valid borrowed descriptor.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)`: opens the slave of `master`
+/// through the master itself, so no path (which the container could redirect with a
+/// symlink, CVE-2025-52565) is ever resolved. Linux 4.13.
+pub(crate) fn pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes its flags by value and returns a new descriptor; no memory
+    // of ours is touched.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just installed `fd` in our table for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ioctl(tty, TIOCSCTTY, 0)`: makes `tty` the controlling terminal of the calling session
+/// leader (never stealing it from another session).
+pub(crate) fn set_controlling_terminal(tty: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int by value (0: do not steal); no memory is touched.
+    let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioctl(tty, TIOCSWINSZ)`: sets the window size (the kernel sends SIGWINCH to the
+/// terminal's foreground process group when it changes).
+pub(crate) fn set_window_size(tty: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` through the pointer, which points to a
+    // live local of that type for the duration of the call.
+    let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioctl(tty, TIOCGWINSZ)`: the window size as (rows, columns).
+pub(crate) fn window_size(tty: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer, which points to a
+    // live local of that type for the duration of the call.
+    let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ws.ws_row, ws.ws_col))
+}
+
+/// `recvmsg` into `buf`, taking ownership of any descriptors that came with the bytes
+/// (`SCM_RIGHTS`). They are received close-on-exec (`MSG_CMSG_CLOEXEC`), so a descriptor
+/// sent by a container never reaches another process the shim spawns. A truncated control
+/// message is an error (the descriptors that did not fit are lost).
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel just installed `fd` in our table with this message;
+                // nothing else in the process knows of it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptors sent with a message were truncated",
+        ));
+    }
+    Ok((msg.bytes, fds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

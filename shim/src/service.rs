@@ -144,8 +144,10 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
-        unimplemented("resize pty (terminals)")
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        self.tasks
+            .resize_pty(&req.id, &req.exec_id, req.width, req.height)?;
+        Ok(Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {

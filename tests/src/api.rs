@@ -26,7 +26,7 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, StartRequest, UpdateTaskRequest, WaitRequest,
+    DeleteTaskRequest, ResizePtyRequest, StartRequest, UpdateTaskRequest, WaitRequest,
     containers_client::ContainersClient, tasks_client::TasksClient,
 };
 use containerd_client::tonic::transport::Channel;
@@ -181,6 +181,30 @@ impl Containerd {
             tokio::time::timeout(RUN_TIMEOUT, update)
                 .await
                 .map_err(|_| format!("Tasks.Update of {id}: no answer within {RUN_TIMEOUT:?}"))?
+        })
+    }
+
+    /// Tasks.ResizePty of the init (`exec_id` empty) or an exec; the error is
+    /// `"resize pty: <code>: <message>"`.
+    pub fn api_resize_pty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), String> {
+        block_on(async {
+            let mut tasks = TasksClient::new(self.channel().await?);
+            tasks
+                .resize_pty(request(ResizePtyRequest {
+                    container_id: id.into(),
+                    exec_id: exec_id.into(),
+                    width,
+                    height,
+                }))
+                .await
+                .map_err(rpc("resize pty"))?;
+            Ok(())
         })
     }
 

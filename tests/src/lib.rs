@@ -40,6 +40,7 @@
 //! | `tests/lifecycle.rs` | output and exit code 3, exit 0, SIGKILL → 137, SIGTERM → 143, detached kill/delete, two containers at once, PID 1 is the workload, missing executable, leak checks | ✓ | ✓ | ✓ |
 //! | `tests/wasm.rs` | Wasm modules (`tests/fixtures/wasm/*.wat`) and a WASI 0.2 component: output, exit codes, args/env/cwd, files from the rootfs and a bind mount, read-only mount, outside the preopens, memory-limit trap, SIGTERM/SIGKILL of a spinning guest, the compiled-module cache (hit, corrupted entry), an invalid module, Linux and Wasm side by side, annotation dispatch, the CNCF Wasm OCI artifact run from the content store through the containerd API (`src/api.rs`, output, exit code, cache hit) | ✓ | | ✓ |
 //! | `tests/exec.rs` | `ctr task exec` into a Linux container: output, exit code 7, no inherited fds, env/cwd/user from the exec spec, duplicate exec id, missing executable, stopped container, `task ps` naming the exec, `task kill --exec-id`; a second Wasm module exec'd into a Wasm container; the init exiting while an exec runs (own and shared pid namespace): exec killed, its `/tasks/exit` before the init's | ✓ | | ✓ |
+//! | `tests/tty.rs` | `ctr run -t` (a `/dev/pts` terminal, the test terminal's size, exit 3), an interactive `sh` fed through the terminal (exit 4), `ctr task exec -t` (terminal, size, exit 5, the shim's fd count unchanged after three), resize by SIGWINCH and by Tasks.ResizePty seen by `stty size`, ResizePty errors (no terminal, unknown exec), a Wasm module seeing a terminal with `-t` and none without | ✓ | | ✓ |
 //! | `tests/faults.rs` | containerd restarted under a running task (no output lost through the test's own FIFO, Connect/Pids after reconnect, then kill/delete), ten containers of one pod (`io.kubernetes.cri.sandbox-id`, nine Linux and a Wasm one) in one shim that outlives its first containers and exits with the last, Wait held open during concurrent Kill/State/Pids/Stats, 200 create/start/wait/delete cycles four at a time (Linux and Wasm) with the pod shim's fd count unchanged | ✓ | | ✓ |
 //! | `tests/cri.rs` | containerd's CRI plugin with RuntimeClass handler `amphi` (`src/cri.rs`, the `k8s-cri` client): a host-network pod with a Linux and two Wasm containers under one shim next to its pause container, CRI logs, ExecSync output and exit code, ContainerStats (working set, CPU) for Linux and Wasm, pod removal leaves nothing; a container over its memory limit reported exit 137, reason OOMKilled (from TaskOOM) | ✓ | | ✓ |
 //! | `tests/control.rs` | pause/resume of a counting Linux container (stops counting, `task ls` PAUSED, cgroup frozen, `/tasks/paused` then `/tasks/resumed`, wrong states refused, SIGKILL while paused → 137) and of a spinning Wasm guest (no CPU time while frozen), `Tasks.Update` (gRPC, as CRI sends it) raising the memory limit lets a refused allocation succeed, bad JSON → INVALID_ARGUMENT, `/tasks/oom` and the OOM-kill counter in metrics, `task metrics` of a Linux and a Wasm container | ✓ | | ✓ |
@@ -78,6 +79,7 @@ pub mod daemon;
 pub mod env;
 pub mod image;
 pub mod leaks;
+pub mod pty;
 pub mod spec;
 pub mod version;
 pub mod wasm;

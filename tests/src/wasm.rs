@@ -32,7 +32,9 @@ use crate::daemon::Containerd;
 use crate::env::{runtime, target_dir, workspace_root};
 
 /// The `.wat` fixtures (file stems), each a WASI preview 1 command module.
-pub const FIXTURES: &[&str] = &["hello", "exit3", "echo", "fs", "memory", "loop", "sleep"];
+pub const FIXTURES: &[&str] = &[
+    "hello", "exit3", "echo", "fs", "memory", "loop", "sleep", "isatty",
+];
 
 /// The Rust source of the WASI 0.2 component fixture.
 pub const COMPONENT_SOURCE: &str = "hello_component.rs";
@@ -288,7 +290,7 @@ impl Containerd {
         self.ctr_in(namespace, &args)
     }
 
-    fn image_run_argv(
+    pub fn image_run_argv(
         &self,
         mode: &str,
         id: &str,

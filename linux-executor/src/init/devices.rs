@@ -6,7 +6,8 @@
 //! file (runc's rootless behaviour). Then the symlinks the runtime spec requires:
 //! `/dev/fd`, `/dev/stdin`, `/dev/stdout`, `/dev/stderr` and `/dev/ptmx -> pts/ptmx`.
 //!
-//! Limitations: `/dev/console` is not created (no terminal support yet).
+//! `/dev/console` is created only with a terminal, as a bind of the pty slave
+//! ([`super::console`]).
 
 use std::os::fd::OwnedFd;
 use std::path::Path;

@@ -11,8 +11,10 @@
 //! 3. fork; the parent reports the child's host pid and exits at once (the shim's reaper
 //!    collects it); the child continues as the container init once its parent is gone;
 //! 4. the child: `setsid`, oom_score_adj, the rootfs and pivot_root ([`rootfs`],
-//!    [`mounts`], [`devices`], [`cgroupfs`]), hostname, rlimits, identity and capabilities,
-//!    cwd, executable lookup ([`process`]);
+//!    [`mounts`], [`devices`], [`cgroupfs`]), with `process.terminal` the pty (allocated in
+//!    the container's devpts, its master sent to the shim, its slave the controlling
+//!    terminal and stdio: [`console`]), hostname, rlimits, identity and capabilities, cwd,
+//!    executable lookup ([`process`]);
 //! 5. report `Ready` and block on the start barrier; on `Start`, mark every fd above 2
 //!    close-on-exec, restore default signal dispositions and `execve` ([`run`]). The socket
 //!    is close-on-exec, so its EOF tells the shim the exec happened; an exec error is sent
@@ -22,7 +24,8 @@
 //! same path with step 2 replaced by one `setns` on the container init's pidfd (fd 4; see
 //! [`namespaces::join`]; the host's `/proc` is opened just before, for oom_score_adj) and
 //! step 4 reduced to the process part: no rootfs, mounts or hostname, which the container
-//! already has. The forked process is the exec'd one: it joins the container's pid namespace,
+//! already has (a terminal is allocated in the joined container's devpts, without the
+//! `/dev/console` bind). The forked process is the exec'd one: it joins the container's pid namespace,
 //! is already in its cgroup (the shim placed the helper there), and keeps the non-dumpable
 //! flag and fd discipline of an init until its `execve`.
 //!
@@ -45,13 +48,14 @@
 //! A binary that can run WebAssembly calls [`main_with`] there instead, with its
 //! [`WasmRunner`].
 //!
-//! Limitations: no seccomp, no terminal, no hooks (see [`crate::plan`]). The init runs the
+//! Limitations: no seccomp, no hooks (see [`crate::plan`]). The init runs the
 //! shim's binary inside the container's namespaces until `execve` (a Wasm workload: for its
 //! whole life, with the runtime linked in); it is non-dumpable, so
 //! only a process with `CAP_SYS_PTRACE` over it could open its `/proc/<pid>/exe` (a sealed
 //! copy of the binary, as runc's `exeseal`, is not used).
 
 mod cgroupfs;
+mod console;
 mod devices;
 mod error;
 mod mounts;
@@ -270,8 +274,15 @@ fn setup(
         process::set_names(proc_.as_fd(), plan)?;
     }
     drop(proc_);
-    if !exec {
-        rootfs::setup(plan, warnings)?;
+    let pty = if !exec {
+        rootfs::setup(plan, warnings)?
+    } else if plan.process.terminal {
+        Some(console::allocate_in_joined_container()?)
+    } else {
+        None
+    };
+    if let Some(pty) = pty {
+        console::hand_over(pty, sock, plan.process.console_size)?;
     }
     process::set_rlimits(&plan.process)?;
     // Still root, inside the container's root: the runner reads the module through the

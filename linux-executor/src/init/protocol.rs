@@ -15,6 +15,7 @@
 //! write uid_map, gid_map; IdMapsWritten ->
 //!                                        unshare rest, fork ---> (waits for the helper to exit)
 //!       <-------------------------------- InitPid(host pid); helper _exit(0)
+//!       <------------------------------------------------------ Console + SCM_RIGHTS (terminal only)
 //!       <------------------------------------------------------ Warning(..)* , Ready | Failed
 //! Start -------------------------------------------------------> execve | (Wasm) close socket, run
 //!       <------------------------------------------------------ EOF (exec done: CLOEXEC) | ExecFailed
@@ -29,17 +30,24 @@
 //! (`setns`, no `unshare`, so never `NeedIdMaps`), forks, and the forked process reports
 //! `Ready` once its identity, cwd and program are in place, as a container init would.
 //!
+//! With `process.terminal`, the container process allocates a pty in the container's devpts
+//! instance and sends its master as `Console`, the descriptor riding on the frame's bytes as
+//! `SCM_RIGHTS` ([`send_msg_with_fd`]); the shim reads every frame with `recvmsg`
+//! ([`recv_msg_with_fds`], descriptors received close-on-exec) and takes the descriptor of a
+//! `Console` frame only. The process closes its copy right after sending.
+//!
 //! Limitations: a frame is at most [`MAX_FRAME`] bytes.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, send};
+use nix::sys::socket::{ControlMessage, MsgFlags, send, sendmsg};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::launch::ErrorKind;
 use crate::plan::InitPlan;
+use crate::sys;
 
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 4 << 20;
@@ -82,6 +90,9 @@ pub(crate) enum FromInit {
     InitPid(i32),
     /// A non-fatal note for the shim's log.
     Warning(String),
+    /// The master of the process's terminal; the descriptor comes with this frame
+    /// (`SCM_RIGHTS`). Sent before `Ready`, only when the plan asks for a terminal.
+    Console,
     /// The container is created and waits on the start barrier.
     Ready,
     /// Setting the container up failed; the process exits.
@@ -92,6 +103,36 @@ pub(crate) enum FromInit {
 
 /// Sends one frame.
 pub(crate) fn send_msg<T: Serialize>(fd: BorrowedFd<'_>, msg: &T) -> io::Result<()> {
+    send_frame(fd, &frame(msg)?, 0)
+}
+
+/// Sends one frame with `passed` attached to its first byte (`SCM_RIGHTS`).
+pub(crate) fn send_msg_with_fd<T: Serialize>(
+    fd: BorrowedFd<'_>,
+    msg: &T,
+    passed: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let frame = frame(msg)?;
+    let raw = [passed.as_raw_fd()];
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let sent = loop {
+        match sendmsg::<()>(
+            fd.as_raw_fd(),
+            &[io::IoSlice::new(&frame)],
+            &rights,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => break n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    send_frame(fd, &frame, sent)
+}
+
+/// Length header and JSON body of `msg`.
+fn frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
     let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
     if body.len() > MAX_FRAME {
         return Err(io::Error::new(
@@ -103,7 +144,11 @@ pub(crate) fn send_msg<T: Serialize>(fd: BorrowedFd<'_>, msg: &T) -> io::Result<
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&body);
-    let mut sent = 0;
+    Ok(frame)
+}
+
+/// Sends what is left of `frame` after its first `sent` bytes.
+fn send_frame(fd: BorrowedFd<'_>, frame: &[u8], mut sent: usize) -> io::Result<()> {
     while sent < frame.len() {
         match send(fd.as_raw_fd(), &frame[sent..], MsgFlags::MSG_NOSIGNAL) {
             Ok(n) => sent += n,
@@ -140,6 +185,40 @@ pub(crate) fn recv_msg<T: DeserializeOwned>(fd: BorrowedFd<'_>) -> io::Result<Op
     if !read_exact_or_eof(fd, &mut len)? {
         return Ok(None);
     }
+    recv_body(fd, len).map(Some)
+}
+
+/// Like [`recv_msg`], also returning the descriptors that came with the frame (received
+/// close-on-exec). Descriptors ride on a frame's first bytes, so the header is read with
+/// `recvmsg`.
+pub(crate) fn recv_msg_with_fds<T: DeserializeOwned>(
+    fd: BorrowedFd<'_>,
+) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+    let mut len = [0u8; 4];
+    let mut fds = Vec::new();
+    let mut got = 0;
+    while got < len.len() {
+        match sys::recv_with_fds(fd, &mut len[got..]) {
+            Ok((0, _)) if got == 0 => return Ok(None),
+            Ok((0, _)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a message",
+                ));
+            }
+            Ok((n, received)) => {
+                got += n;
+                fds.extend(received);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some((recv_body(fd, len)?, fds)))
+}
+
+/// Reads and decodes the body announced by the header `len`.
+fn recv_body<T: DeserializeOwned>(fd: BorrowedFd<'_>, len: [u8; 4]) -> io::Result<T> {
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(
@@ -154,9 +233,7 @@ pub(crate) fn recv_msg<T: DeserializeOwned>(fd: BorrowedFd<'_>) -> io::Result<Op
             "connection closed after a message header",
         ));
     }
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]
@@ -193,6 +270,54 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(recv_msg::<FromInit>(b.as_fd()).expect("recv").is_none());
+    }
+
+    #[test]
+    fn a_descriptor_rides_on_its_frame_and_arrives_cloexec() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        send_msg(a.as_fd(), &FromInit::Warning("before".into())).expect("send");
+        send_msg_with_fd(a.as_fd(), &FromInit::Console, w.as_fd()).expect("send fd");
+        drop(w);
+        send_msg(a.as_fd(), &FromInit::Ready).expect("send");
+        let (first, fds) = recv_msg_with_fds::<FromInit>(b.as_fd())
+            .expect("recv")
+            .expect("a frame");
+        assert!(matches!(first, FromInit::Warning(_)));
+        assert!(fds.is_empty(), "no descriptor came with the first frame");
+        let (console, mut fds) = recv_msg_with_fds::<FromInit>(b.as_fd())
+            .expect("recv")
+            .expect("a frame");
+        assert!(matches!(console, FromInit::Console));
+        assert_eq!(fds.len(), 1, "the descriptor comes with the Console frame");
+        let passed = fds.pop().expect("one fd");
+        let flags = nix::fcntl::fcntl(&passed, nix::fcntl::FcntlArg::F_GETFD).expect("getfd");
+        assert_ne!(
+            flags & libc::FD_CLOEXEC,
+            0,
+            "received descriptors are close-on-exec"
+        );
+        // It is the pipe's write end: what goes in comes out of `r`.
+        nix::unistd::write(&passed, b"x").expect("write through the passed fd");
+        let mut buf = [0u8; 1];
+        nix::unistd::read(&r, &mut buf).expect("read");
+        assert_eq!(&buf, b"x");
+        let (ready, fds) = recv_msg_with_fds::<FromInit>(b.as_fd())
+            .expect("recv")
+            .expect("a frame");
+        assert!(matches!(ready, FromInit::Ready) && fds.is_empty());
+        drop(a);
+        assert!(
+            recv_msg_with_fds::<FromInit>(b.as_fd())
+                .expect("eof")
+                .is_none()
+        );
     }
 
     #[test]

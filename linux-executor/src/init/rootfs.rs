@@ -6,7 +6,9 @@
 //!    we mount reaches the host (for `shared`/`rshared`, `/` becomes `rslave` here and the
 //!    new root is made shared after step 6: its peers are the container's own mounts);
 //! 2. bind the rootfs onto itself (pivot_root needs a mount point) and open it `O_PATH`;
-//! 3. `mounts` in spec order ([`super::mounts`]), then `/dev` ([`super::devices`]);
+//! 3. `mounts` in spec order ([`super::mounts`]), then `/dev` ([`super::devices`]); with
+//!    `process.terminal`, the pty is allocated in the container's devpts and bound onto
+//!    `/dev/console` ([`super::console`]);
 //! 4. sysctls, written through the helper's verified procfs (they apply to the namespaces of
 //!    the writer, which are the container's);
 //! 5. masked paths (the host's `/dev/null`, checked to be char 1:3, bound over files; an
@@ -29,6 +31,7 @@ use nix::sys::statfs::{PROC_SUPER_MAGIC, fstatfs};
 use nix::sys::statvfs::{FsFlags, fstatvfs};
 use nix::unistd::{chdir, fchdir, pivot_root};
 
+use super::console::{self, Pty};
 use super::error::InitError;
 use super::paths::{fd_path, open_path};
 use super::{devices, mounts};
@@ -78,8 +81,8 @@ pub(super) fn open_proc_file(proc_: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd
     .map_err(InitError::sys("open", format!("/proc/{rel}")))
 }
 
-/// Runs all the steps of the module docs.
-pub(super) fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<(), InitError> {
+/// Runs all the steps of the module docs; returns the terminal when the plan asks for one.
+pub(super) fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<Option<Pty>, InitError> {
     let proc_ = open_host_proc()?;
     let devnull = open_host_devnull()?;
     // A shared `/` would send our mounts to the host: `/` becomes a slave first, and the new
@@ -121,6 +124,13 @@ pub(super) fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<(), I
     if plan.setup_dev {
         devices::setup_dev(&ctx)?;
     }
+    let pty = if plan.process.terminal {
+        let pty = console::allocate(ctx.root())?;
+        console::bind_console(ctx.root(), &pty)?;
+        Some(pty)
+    } else {
+        None
+    };
     write_sysctls(proc_.as_fd(), plan)?;
     for path in &plan.masked_paths {
         mask_path(&ctx, devnull.as_fd(), path)?;
@@ -145,7 +155,7 @@ pub(super) fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<(), I
         )
         .map_err(InitError::sys("remount read-only", "/ (root.readonly)"))?;
     }
-    Ok(())
+    Ok(pty)
 }
 
 /// The host's `/dev/null`, verified to be the null device (CVE-2025-31133).

@@ -24,7 +24,7 @@
 //! ([`InitPlan::exec_namespaces`]).
 //!
 //! Limitations: seccomp, LSM labels, hooks, personality, I/O priority, scheduler, CPU
-//! affinity and time offsets are not applied (warnings); `terminal: true` is rejected; a
+//! affinity and time offsets are not applied (warnings); a
 //! missing `process.capabilities` means no capability at all (least privilege) rather than
 //! runc's "keep everything".
 
@@ -106,9 +106,14 @@ pub enum PlanError {
     /// `process.cwd` is not absolute.
     #[error("process.cwd {0:?} must be an absolute path")]
     RelativeCwd(PathBuf),
-    /// `process.terminal` is true.
-    #[error("process.terminal: terminal is not supported yet")]
-    TerminalUnsupported,
+    /// `process.consoleSize` does not fit a terminal's window size.
+    #[error("process.consoleSize: {height}x{width} is larger than a terminal (65535x65535)")]
+    BadConsoleSize {
+        /// Rows asked for.
+        height: u64,
+        /// Columns asked for.
+        width: u64,
+    },
     /// An env entry without `=`.
     #[error("process.env entry {0:?} is not of the form KEY=VALUE")]
     BadEnv(String),

@@ -5,7 +5,7 @@
 //! converts both again with the same functions, so a plan that validated here applies there.
 //!
 //! Limitations: `process.user.username` is ignored (the shim resolves users before us);
-//! `consoleSize` and `commandLine` (Windows) are ignored.
+//! `commandLine` (Windows) is ignored.
 
 use std::str::FromStr;
 
@@ -72,6 +72,13 @@ pub struct ProcessPlan {
     pub no_new_privileges: bool,
     /// Value written to `/proc/self/oom_score_adj`.
     pub oom_score_adj: Option<i32>,
+    /// `process.terminal`: the process gets a pty of the container's devpts instance as
+    /// its controlling terminal and stdio; the master goes to the shim.
+    #[serde(default)]
+    pub terminal: bool,
+    /// `process.consoleSize` as (rows, columns), applied to a new terminal.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 impl ProcessPlan {
@@ -145,9 +152,6 @@ pub(super) fn plan(
     p: &oci_spec::runtime::Process,
     warnings: &mut Vec<String>,
 ) -> Result<ProcessPlan, PlanError> {
-    if p.terminal().unwrap_or(false) {
-        return Err(PlanError::TerminalUnsupported);
-    }
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(PlanError::EmptyArgs);
@@ -217,5 +221,22 @@ pub(super) fn plan(
         rlimits,
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
+        terminal: p.terminal().unwrap_or(false),
+        console_size: console_size(p)?,
     })
+}
+
+/// `process.consoleSize` as (rows, columns); a size of 0 is no size.
+fn console_size(p: &oci_spec::runtime::Process) -> Result<Option<(u16, u16)>, PlanError> {
+    let Some(size) = p.console_size() else {
+        return Ok(None);
+    };
+    let (height, width) = (size.height(), size.width());
+    if height == 0 || width == 0 {
+        return Ok(None);
+    }
+    match (u16::try_from(height), u16::try_from(width)) {
+        (Ok(rows), Ok(cols)) => Ok(Some((rows, cols))),
+        _ => Err(PlanError::BadConsoleSize { height, width }),
+    }
 }

@@ -498,13 +498,40 @@ fn process_fields_are_required() {
 }
 
 #[test]
-fn terminal_is_rejected() {
+fn terminal_and_console_size_are_planned() {
+    let plan = plan_of(ctr_spec_json()).expect("plan");
+    assert!(!plan.process.terminal);
+    assert_eq!(plan.process.console_size, None);
     let spec = with(ctr_spec_json(), "/process/terminal", json!(true));
-    let err = plan_of(spec).expect_err("terminal");
-    assert!(
-        err.to_string().contains("terminal is not supported yet"),
-        "{err}"
+    let spec = with(
+        spec,
+        "/process/consoleSize",
+        json!({"height": 40, "width": 132}),
     );
+    let plan = plan_of(spec).expect("plan with a terminal");
+    assert!(plan.process.terminal);
+    assert_eq!(plan.process.console_size, Some((40, 132)));
+    // A zero size is no size (ctr and CRI send one before they know the client's).
+    let spec = with(
+        ctr_spec_json(),
+        "/process/consoleSize",
+        json!({"height": 0, "width": 80}),
+    );
+    assert_eq!(plan_of(spec).expect("plan").process.console_size, None);
+    let spec = with(
+        ctr_spec_json(),
+        "/process/consoleSize",
+        json!({"height": 70000, "width": 80}),
+    );
+    let err = plan_of(spec).expect_err("too tall");
+    assert_eq!(
+        err,
+        PlanError::BadConsoleSize {
+            height: 70000,
+            width: 80
+        }
+    );
+    assert!(err.to_string().contains("process.consoleSize"), "{err}");
 }
 
 #[test]

@@ -681,6 +681,33 @@ impl Container {
         Ok((pid, exit))
     }
 
+    /// `ResizePty` of the init (`exec_id` empty) or an exec: NOT_FOUND for an unknown exec,
+    /// FAILED_PRECONDITION for a process created without a terminal (containerd-shim-runc-v2
+    /// silently accepts that; a caller asking it is better told).
+    pub fn resize_pty(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
+        let inner = self.lock();
+        let (keepalive, label) = if exec_id.is_empty() {
+            (&inner.keepalive, format!("container {}", self.id))
+        } else {
+            let e = inner
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| self.not_found(exec_id))?;
+            (&e.keepalive, self.exec_label(exec_id))
+        };
+        match keepalive.resize(rows, cols) {
+            Some(result) => result.map_err(|e| Error::io("resize terminal of", label, e)),
+            None if exec_id.is_empty() || inner.execs.get(exec_id).is_some_and(|e| e.pid != 0) => {
+                Err(Error::FailedPrecondition(format!(
+                    "{label} has no terminal (created with terminal=false): cannot resize it"
+                )))
+            }
+            None => Err(Error::FailedPrecondition(format!(
+                "{label} is not started: its terminal does not exist yet"
+            ))),
+        }
+    }
+
     pub fn close_exec_stdin(&self, exec_id: &str) -> Result<()> {
         let mut inner = self.lock();
         let e = inner

@@ -22,7 +22,11 @@
 //! [`ExecProcess`] is plain state; [`super::Container`] keeps its execs under its own lock,
 //! so the init's exit can be held until every running exec's exit is published (T-X3).
 //!
-//! Limitations: no terminal (`terminal=true` is INVALID_ARGUMENT); the program is looked up
+//! With `terminal=true` the exec's process allocates a pty in the container's devpts and
+//! sends the master back; the shim copies it to the exec's FIFOs ([`crate::stdio`]) and
+//! `ResizePty` with the exec id resizes it.
+//!
+//! Limitations: the program is looked up
 //! in the container's root filesystem only (not in volumes mounted into it) to decide whether
 //! it is WebAssembly; an exec cannot be started again after its process ran.
 

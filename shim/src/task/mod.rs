@@ -378,17 +378,22 @@ impl Tasks {
         Ok(())
     }
 
+    /// `ResizePty` of the init (`exec_id` empty) or an exec.
+    pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let (Ok(cols), Ok(rows)) = (u16::try_from(width), u16::try_from(height)) else {
+            return Err(Error::InvalidArgument(format!(
+                "window size {width}x{height} is larger than a terminal (65535x65535)"
+            )));
+        };
+        self.get(id)?.resize_pty(exec_id, rows, cols)
+    }
+
     /// The `Exec` RPC: plans the process and registers it, created, in its container.
     pub fn exec(&self, req: &ExecProcessRequest) -> Result<()> {
         if req.exec_id.is_empty() {
             return Err(Error::InvalidArgument("exec id must not be empty".into()));
         }
         let c = self.get(&req.id)?;
-        if req.terminal {
-            return Err(Error::InvalidArgument(
-                "terminal=true is not supported yet (terminals not supported yet)".into(),
-            ));
-        }
         let process = exec::decode_process(req.spec.as_ref())?;
         let (plan, decision) = exec::plan(&c.exec_base, &process)?;
         let io = IoPaths {
@@ -463,11 +468,11 @@ impl Tasks {
         plan: Arc<InitPlan>,
         io: &IoPaths,
     ) -> Result<launch::Created> {
-        let (init_io, keepalive) = stdio::open(&io.stdin, &io.stdout, &io.stderr)?;
+        let (init_io, mut keepalive) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal)?;
         let init_pidfd = c.init_pidfd()?;
         let exe = self.exe.clone();
         let cgroup = c.cgroup.clone();
-        let created = tokio::task::spawn_blocking(move || {
+        let mut created = tokio::task::spawn_blocking(move || {
             launch::exec(&exe, &plan, init_pidfd, init_io, &|pid| {
                 cgroup.add_pid(pid).map_err(std::io::Error::other)
             })
@@ -478,6 +483,9 @@ impl Tasks {
             log::warn!("container {} exec {exec_id}: {warning}", c.id);
         }
         // On failure `created` is dropped: the process sees its barrier close and exits.
+        if let Some(master) = created.take_console() {
+            keepalive.attach_terminal(master)?;
+        }
         c.exec_launched(exec_id, created.pid(), keepalive)?;
         Ok(created)
     }

@@ -11,7 +11,8 @@
 //!    [`LAYER_MODULE`], which the init opens before entering the container and the shim
 //!    removes as soon as the init has it (compiled code comes from the module cache);
 //! 4. create the cgroup;
-//! 5. open stdio;
+//! 5. open stdio (with a terminal: the FIFOs, attached to the pty master the init sends
+//!    back in step 7);
 //! 6. persist what `delete` needs;
 //! 7. launch the init helper (placed in the cgroup before it unshares anything).
 
@@ -116,11 +117,6 @@ pub async fn create(
     exe: &Path,
     containerd: &ContainerdApi,
 ) -> Result<Parts> {
-    if req.terminal {
-        return Err(Error::InvalidArgument(
-            "terminal=true is not supported yet".into(),
-        ));
-    }
     if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
         return Err(Error::InvalidArgument(
             "restoring from a checkpoint is not supported".into(),
@@ -175,7 +171,7 @@ pub async fn create(
     .map_err(Error::cgroup("create"))?;
     rollback.cgroup = Some(cgroup.clone());
 
-    let (io, keepalive) = stdio::open(&req.stdin, &req.stdout, &req.stderr)?;
+    let (io, mut keepalive) = stdio::open(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
 
     let mut persisted = Persisted {
         id: req.id.clone(),
@@ -196,7 +192,7 @@ pub async fn create(
     };
     let exe = exe.to_path_buf();
     let placed = cgroup.clone();
-    let created = tokio::task::spawn_blocking(move || {
+    let mut created = tokio::task::spawn_blocking(move || {
         launch::create(&exe, &plan, io, &|pid| {
             placed.add_pid(pid).map_err(std::io::Error::other)
         })
@@ -206,6 +202,9 @@ pub async fn create(
 
     for warning in created.warnings() {
         log::warn!("container {}: {warning}", req.id);
+    }
+    if let Some(master) = created.take_console() {
+        keepalive.attach_terminal(master)?;
     }
     persisted.pid = created.pid();
     persisted.save(&bundle)?;
