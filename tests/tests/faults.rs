@@ -232,8 +232,8 @@ e2e_test!(
     }
 );
 
-// Wait held open on a task while Kill, State, Pids and Stats arrive from several clients
-// at once.
+// Wait held open on a task while State, Pids, Stats and Execs arrive from several clients
+// at once, then Kill.
 e2e_test!(many_rpcs_at_once, [v1_6, v2_1], |d: &Containerd| {
     let id = d.new_id("busy");
     let row = d.run_detached(&id, &[], &["sleep", "300"]);
@@ -241,13 +241,32 @@ e2e_test!(many_rpcs_at_once, [v1_6, v2_1], |d: &Containerd| {
     thread::scope(|s| {
         let waiter = s.spawn(|| d.api_wait(&id));
         let pollers: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| {
-                    for _ in 0..10 {
+            .map(|p| {
+                let id = &id;
+                s.spawn(move || {
+                    for n in 0..10 {
                         d.ctr(&["task", "ls"]).expect_success("ctr task ls");
-                        d.ctr(&["task", "ps", &id]).expect_success("ctr task ps");
-                        d.ctr(&["task", "metrics", &id])
+                        d.ctr(&["task", "ps", id]).expect_success("ctr task ps");
+                        d.ctr(&["task", "metrics", id])
                             .expect_success("ctr task metrics");
+                        let exec_id = format!("x{p}-{n}");
+                        let script = format!("echo {exec_id}");
+                        let out = d.ctr(&[
+                            "task",
+                            "exec",
+                            "--exec-id",
+                            &exec_id,
+                            id,
+                            "sh",
+                            "-c",
+                            &script,
+                        ]);
+                        assert_eq!(
+                            (out.code(), out.stdout_trimmed()),
+                            (Some(0), exec_id.as_str()),
+                            "{}: exec {exec_id} during the held Wait:\n{out}",
+                            d.version()
+                        );
                     }
                 })
             })
