@@ -171,28 +171,10 @@ impl Background {
 
     /// Waits for the child to exit; kills it when `timeout` passes first.
     pub fn wait_timeout(mut self, timeout: Duration) -> Output {
-        let deadline = Instant::now() + timeout;
-        let mut status = None;
-        let mut timed_out = false;
-        if let Some(child) = self.child.as_mut() {
-            loop {
-                match child.try_wait() {
-                    Ok(Some(s)) => {
-                        status = Some(s);
-                        break;
-                    }
-                    Ok(None) if Instant::now() >= deadline => {
-                        timed_out = true;
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => thread::sleep(Duration::from_millis(10)),
-                    Err(e) => panic!("waiting for `{}` failed: {e}", self.command),
-                }
-            }
-        }
-        self.child = None;
+        let (status, timed_out) = match self.child.take() {
+            Some(mut child) => wait_or_kill(&mut child, timeout, &self.command),
+            None => (None, false),
+        };
         self.finish(status, timed_out)
     }
 
@@ -255,4 +237,26 @@ fn collect(mut pipe: impl Read, live: Option<std::sync::Arc<std::sync::Mutex<Str
         }
     }
     String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Waits for `child` to exit; kills and reaps it when `timeout` passes first. Returns its
+/// status (`None` when killed) and whether the timeout struck.
+pub(crate) fn wait_or_kill(
+    child: &mut Child,
+    timeout: Duration,
+    command: &str,
+) -> (Option<ExitStatus>, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return (Some(s), false),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, true);
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("waiting for `{command}` failed: {e}"),
+        }
+    }
 }

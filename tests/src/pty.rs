@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::pty::{Winsize, openpty};
 
-use crate::command::{Output, describe};
+use crate::command::{Output, describe, wait_or_kill};
 
 /// A command running on a terminal the test owns; dropping it kills the command.
 pub struct Terminal {
@@ -145,27 +145,10 @@ impl Terminal {
     /// Waits for the command to exit (killing it after `timeout`) and for its output to
     /// drain; the transcript is the output's stdout.
     pub fn wait_timeout(mut self, timeout: Duration) -> Output {
-        let deadline = Instant::now() + timeout;
-        let mut status = None;
-        let mut timed_out = false;
-        if let Some(mut child) = self.child.take() {
-            loop {
-                match child.try_wait() {
-                    Ok(Some(s)) => {
-                        status = Some(s);
-                        break;
-                    }
-                    Ok(None) if Instant::now() >= deadline => {
-                        timed_out = true;
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => thread::sleep(Duration::from_millis(10)),
-                    Err(e) => panic!("waiting for `{}` failed: {e}", self.command),
-                }
-            }
-        }
+        let (status, timed_out) = match self.child.take() {
+            Some(mut child) => wait_or_kill(&mut child, timeout, &self.command),
+            None => (None, false),
+        };
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
