@@ -7,7 +7,6 @@
 //! `AMPHI_WASM_CACHE_MAX_BYTES` from containerd's environment, then the defaults
 //! (`/var/lib/amphi/wasm-cache`, 1 GiB).
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use amphi_linux_executor::init::{
@@ -55,16 +54,9 @@ impl WasmRunner for Runner {
     fn prepare(
         &self,
         w: &WasmWorkload,
-        files: HostFiles,
+        mut files: HostFiles,
     ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError> {
-        let read = match files.module {
-            Some(mut file) => {
-                let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes).map(|_| bytes)
-            }
-            None => std::fs::read(&w.module),
-        };
-        let bytes = read.map_err(|e| match e.kind() {
+        let bytes = files.read_module(w).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 WasmPrepareError::not_found(format!("not found: {}", w.module))
             }

@@ -54,15 +54,11 @@ impl WasmRunner for FakeRunner {
     fn prepare(
         &self,
         w: &WasmWorkload,
-        files: HostFiles,
+        mut files: HostFiles,
     ) -> Result<Box<dyn PreparedWasm>, WasmPrepareError> {
-        let read = match files.module {
-            Some(mut file) => {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut file, &mut text).map(|_| text)
-            }
-            None => std::fs::read_to_string(&w.module),
-        };
+        let read = files
+            .read_module(w)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         let text = match read {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -102,6 +102,18 @@ pub struct HostFiles {
 }
 
 impl HostFiles {
+    /// The module's bytes: from the host file the init opened when there is one (taken
+    /// from `self`), else from `w.module` in the container (we are after pivot_root).
+    pub fn read_module(&mut self, w: &WasmWorkload) -> std::io::Result<Vec<u8>> {
+        match self.module.take() {
+            Some(mut file) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes).map(|_| bytes)
+            }
+            None => std::fs::read(&w.module),
+        }
+    }
+
     /// The descriptors the init must keep open until `prepare`.
     pub(super) fn raw_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         let cache = self.cache_dir.as_ref().map(AsRawFd::as_raw_fd);
