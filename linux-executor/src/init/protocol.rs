@@ -242,15 +242,20 @@ mod tests {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     use std::os::fd::AsFd;
 
-    #[test]
-    fn frames_round_trip_and_eof_is_none() {
-        let (a, b) = socketpair(
+    /// The launcher's kind of socketpair.
+    fn pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        socketpair(
             AddressFamily::Unix,
             SockType::Stream,
             None,
             SockFlag::SOCK_CLOEXEC,
         )
-        .expect("socketpair");
+        .expect("socketpair")
+    }
+
+    #[test]
+    fn frames_round_trip_and_eof_is_none() {
+        let (a, b) = pair();
         send_msg(a.as_fd(), &FromInit::InitPid(42)).expect("send");
         send_msg(
             a.as_fd(),
@@ -274,13 +279,7 @@ mod tests {
 
     #[test]
     fn a_descriptor_rides_on_its_frame_and_arrives_cloexec() {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .expect("socketpair");
+        let (a, b) = pair();
         let (r, w) = nix::unistd::pipe().expect("pipe");
         send_msg(a.as_fd(), &FromInit::Warning("before".into())).expect("send");
         send_msg_with_fd(a.as_fd(), &FromInit::Console, w.as_fd()).expect("send fd");
@@ -322,13 +321,7 @@ mod tests {
 
     #[test]
     fn oversized_header_is_rejected() {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .expect("socketpair");
+        let (a, b) = pair();
         nix::unistd::write(&a, &u32::MAX.to_le_bytes()).expect("write");
         let err = recv_msg::<FromInit>(b.as_fd()).expect_err("too big");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

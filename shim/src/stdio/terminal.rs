@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 
 use super::{Close, copy_stdin};
 use crate::error::{Error, Result};
+use crate::sys::register;
 
 /// How long output is still copied after the process exited, when something else keeps
 /// the terminal open.
@@ -136,16 +137,6 @@ pub(super) fn attach(
         },
         input,
     ))
-}
-
-/// Registers `fd` with the tokio reactor for `interest`. The shim's only `unsafe`: tokio
-/// made this constructor unsafe (tokio#8587) because it cannot check I/O safety itself.
-#[allow(unsafe_code)]
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the `AsyncFd` takes ownership of the `OwnedFd`, so the descriptor stays open
-    // and is never replaced while it is registered; it is closed only when the `AsyncFd` is
-    // dropped, after deregistration.
-    Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
 }
 
 /// Master → stdout sink until EIO, or [`DRAIN_AFTER_EXIT`] after the exit.

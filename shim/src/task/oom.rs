@@ -43,7 +43,7 @@ pub fn watch(id: &str, cgroup: &Cgroup, events: &Events) -> Option<OomWatcher> {
             return None;
         }
     };
-    let fd = match crate::sys::async_oom_watch(watch) {
+    let fd = match crate::sys::register(watch, tokio::io::Interest::READABLE) {
         Ok(fd) => fd,
         Err(e) => {
             log::warn!("container {id}: cannot poll the OOM watch: {e}");
