@@ -6,14 +6,16 @@
 //!
 //! 1. become non-dumpable; take the socket on fd 3; read the [`crate::plan::InitPlan`]
 //!    ([`protocol`]);
-//! 2. join and create namespaces ([`namespaces`]), with the id-map handshake for a new
-//!    user namespace;
+//! 2. write `oom_score_adj` through the host's `/proc` (inherited by the fork), join and
+//!    create namespaces ([`namespaces`]), with the id-map handshake for a new user namespace,
+//!    then hostname and domainname (they belong to the new UTS namespace); the host's
+//!    `/proc` is closed before step 3;
 //! 3. fork; the parent reports the child's host pid and exits at once (the shim's reaper
 //!    collects it); the child continues as the container init once its parent is gone;
-//! 4. the child: `setsid`, oom_score_adj, the rootfs and pivot_root ([`rootfs`],
+//! 4. the child: `setsid`, the rootfs and pivot_root ([`rootfs`],
 //!    [`mounts`], [`devices`], [`cgroupfs`]), with `process.terminal` the pty (allocated in
 //!    the container's devpts, its master sent to the shim, its slave the controlling
-//!    terminal and stdio: [`console`]), hostname, rlimits, identity and capabilities, cwd,
+//!    terminal and stdio: [`console`]), rlimits, identity and capabilities, cwd,
 //!    executable lookup ([`process`]);
 //! 5. report `Ready` and block on the start barrier; on `Start`, mark every fd above 2
 //!    close-on-exec, restore default signal dispositions and `execve` ([`run`]). The socket
@@ -22,7 +24,7 @@
 //!
 //! An exec into a running container (the `Exec` message, [`crate::launch::exec`]) takes the
 //! same path with step 2 replaced by one `setns` on the container init's pidfd (fd 4; see
-//! [`namespaces::join`]; the host's `/proc` is opened just before, for oom_score_adj) and
+//! [`namespaces::join`]; `oom_score_adj` is written before it) and
 //! step 4 reduced to the process part: no rootfs, mounts or hostname, which the container
 //! already has (a terminal is allocated in the joined container's devpts, without the
 //! `/dev/console` bind). The forked process is the exec'd one: it joins the container's pid namespace,
@@ -48,11 +50,13 @@
 //! A binary that can run WebAssembly calls [`main_with`] there instead, with its
 //! [`WasmRunner`].
 //!
-//! Limitations: no seccomp, no hooks (see [`crate::plan`]). The init runs the
-//! shim's binary inside the container's namespaces until `execve` (a Wasm workload: for its
-//! whole life, with the runtime linked in); it is non-dumpable, so
-//! only a process with `CAP_SYS_PTRACE` over it could open its `/proc/<pid>/exe` (a sealed
-//! copy of the binary, as runc's `exeseal`, is not used).
+//! Host handles (docs/architecture.md): the helper is executed through the shim's sealed
+//! handle on its binary ([`crate::sealed`]), so what runs in the container's namespaces
+//! until `execve` (a Wasm workload: for its whole life) is never the host's file; it closes
+//! every inherited descriptor but its socket (and an exec's pidfd) first, and uses the
+//! host's `/proc` only before the fork, in the helper, which the container cannot see.
+//!
+//! Limitations: no seccomp, no hooks (see [`crate::plan`]).
 
 mod cgroupfs;
 mod console;
@@ -104,14 +108,21 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
     if let Err(e) = dumpable {
         fail(sock.as_fd(), &InitError::sys("prctl", "PR_SET_DUMPABLE")(e));
     }
+    // Whatever the shim's process inherited without close-on-exec reached us too: nothing
+    // but the launch socket and an exec's pidfd may go on towards the container.
+    if let Err(e) = close_inherited(&[INIT_SOCKET_FD, INIT_PIDFD_FD]) {
+        fail(sock.as_fd(), &e);
+    }
     let (plan, exec) = match receive_plan(sock.as_fd()) {
         Ok(Some(received)) => received,
         Ok(None) => sys::exit_now(1),
         Err(e) => fail(sock.as_fd(), &e),
     };
-    // An exec: the container init to join, and the host's /proc (for oom_score_adj: the
-    // container's own /proc is the container's to tamper with).
-    let joining = match exec.then(exec_inputs).transpose() {
+    if !exec && let Err(e) = close_inherited(&[INIT_SOCKET_FD]) {
+        fail(sock.as_fd(), &e);
+    }
+    // An exec: the container init to join (its pidfd, taken before any namespace is joined).
+    let joining = match exec.then(exec_init_pidfd).transpose() {
         Ok(joining) => joining,
         Err(e) => fail(sock.as_fd(), &e),
     };
@@ -131,33 +142,55 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
             Err(e) => fail(sock.as_fd(), &e),
         }
     }
-    let (entered, host_proc) = match joining {
-        Some((init, host_proc)) => (
-            enter_and_fork(sock.as_fd(), || namespaces::join(&plan, init)),
-            Some(host_proc),
-        ),
-        None => (
-            enter_and_fork(sock.as_fd(), || namespaces::enter(&plan, sock.as_fd())),
-            None,
-        ),
+    // The host's /proc is used here, by the helper, and closed before the fork: the forked
+    // process becomes visible in the container's pid namespace, where another process with
+    // CAP_SYS_PTRACE could take any descriptor it holds (docs/architecture.md, "Host
+    // handles"). oom_score_adj is inherited by the fork; the names need the new UTS
+    // namespace, so they are set between entering the namespaces and the fork.
+    let host_proc = match rootfs::open_host_proc() {
+        Ok(fd) => fd,
+        Err(e) => fail(sock.as_fd(), &e),
+    };
+    if let Err(e) = process::set_oom_score_adj(host_proc.as_fd(), &plan.process) {
+        fail(sock.as_fd(), &e);
+    }
+    let entered = match joining {
+        Some(init) => {
+            drop(host_proc);
+            enter_and_fork(sock.as_fd(), || namespaces::join(&plan, init))
+        }
+        None => enter_and_fork(sock.as_fd(), || {
+            namespaces::enter(&plan, sock.as_fd())?;
+            let named = process::set_names(host_proc.as_fd(), &plan);
+            drop(host_proc);
+            named
+        }),
     };
     match entered {
         Ok(Role::Helper) => sys::exit_now(0),
-        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm, host_proc),
+        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm, exec),
         Err(e) => fail(sock.as_fd(), &e),
     }
 }
 
-/// An exec helper's inputs besides the plan: the pidfd of the container init (fd 4) and the
-/// host's `/proc`, both taken before any namespace is joined.
-fn exec_inputs() -> Result<(OwnedFd, OwnedFd), InitError> {
-    let init = sys::take_inherited_pidfd(INIT_PIDFD_FD)
+/// An exec helper's container init to join: its pidfd (fd 4), taken before any namespace is
+/// joined.
+fn exec_init_pidfd() -> Result<OwnedFd, InitError> {
+    sys::take_inherited_pidfd(INIT_PIDFD_FD)
         .map_err(|source| InitError::Protocol {
             what: "take the container init's pidfd (fd 4)",
             source,
         })?
-        .ok_or_else(namespaces::init_exited)?;
-    Ok((init, rootfs::open_host_proc()?))
+        .ok_or_else(namespaces::init_exited)
+}
+
+/// Closes every descriptor above 2 but `keep`.
+fn close_inherited(keep: &[i32]) -> Result<(), InitError> {
+    sys::close_fds_except(3, keep).map_err(|e| {
+        InitError::sys("close_range", "inherited fds above 2")(nix::errno::Errno::from_raw(
+            e.raw_os_error().unwrap_or(libc::EIO),
+        ))
+    })
 }
 
 /// Reports `e` to the shim and exits 1.
@@ -228,15 +261,10 @@ fn wait_for_eof(fd: OwnedFd) {
     }
 }
 
-/// The forked process: a new container's init, or an exec (`host_proc` given).
-fn container_init(
-    sock: OwnedFd,
-    plan: &InitPlan,
-    wasm: Option<WasmInput<'_>>,
-    host_proc: Option<OwnedFd>,
-) -> ! {
+/// The forked process: a new container's init, or an exec (`exec`).
+fn container_init(sock: OwnedFd, plan: &InitPlan, wasm: Option<WasmInput<'_>>, exec: bool) -> ! {
     let mut warnings = Vec::new();
-    let job = match setup(plan, wasm, sock.as_fd(), host_proc, &mut warnings) {
+    let job = match setup(plan, wasm, sock.as_fd(), exec, &mut warnings) {
         Ok(job) => job,
         Err(e) => fail(sock.as_fd(), &e),
     };
@@ -255,25 +283,15 @@ fn container_init(
 }
 
 /// Step 4 of the module docs; for a Wasm workload, also the prepare step ([`wasm`]). An exec
-/// (`host_proc` given, opened by the helper) skips the container's own setup.
+/// skips the container's own setup.
 fn setup(
     plan: &InitPlan,
     wasm: Option<WasmInput<'_>>,
     sock: BorrowedFd<'_>,
-    host_proc: Option<OwnedFd>,
+    exec: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Job, InitError> {
     setsid().map_err(InitError::sys("setsid", "container init"))?;
-    let exec = host_proc.is_some();
-    let proc_ = match host_proc {
-        Some(fd) => fd,
-        None => rootfs::open_host_proc()?,
-    };
-    process::set_oom_score_adj(proc_.as_fd(), &plan.process)?;
-    if !exec {
-        process::set_names(proc_.as_fd(), plan)?;
-    }
-    drop(proc_);
     let pty = if !exec {
         rootfs::setup(plan, warnings)?
     } else if plan.process.terminal {
@@ -312,11 +330,7 @@ fn prepare_wasm(
 ) -> Result<(Box<dyn PreparedWasm>, WasmProcess), InitError> {
     let mut keep = vec![sock.as_raw_fd()];
     keep.extend(input.files.raw_fds());
-    sys::close_fds_except(3, &keep).map_err(|e| {
-        InitError::sys("close_range", "inherited fds above 2")(nix::errno::Errno::from_raw(
-            e.raw_os_error().unwrap_or(libc::EIO),
-        ))
-    })?;
+    close_inherited(&keep)?;
     let process = WasmProcess::from_plan(plan, &|p: &Path| p.is_dir());
     let job = input
         .runner

@@ -22,6 +22,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+pub mod fork_watch;
+
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "touch", "hostname", "wc", "grep", "sleep", "pwd", "mkdir",
     "readlink", "stat",
