@@ -16,6 +16,8 @@
 //!    terminal sent back over the launch socket.
 //! 6. [`rootfs_lookup`] (runs in the shim, before launching): reads and resolves files of
 //!    the container's rootfs without ever leaving it, for the Linux-or-Wasm dispatch.
+//! 7. [`sealed`] (runs in the shim, once): the read-only handle on our own binary that every
+//!    helper is executed through, so no container ever runs (or can write) the host's file.
 //!
 //! A plan's [`plan::Workload`] is either `Exec` (the native program) or `Wasm`: the init then
 //! runs a WebAssembly module in-process, through the [`init::WasmRunner`] the binary hands to
@@ -29,4 +31,5 @@ pub mod launch;
 pub mod plan;
 pub mod pty;
 pub mod rootfs_lookup;
+pub mod sealed;
 mod sys;

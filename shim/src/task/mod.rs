@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use amphi_linux_executor::cgroup::CgroupRoot;
 use amphi_linux_executor::launch;
+use amphi_linux_executor::sealed::SealedExe;
 use containerd_shim::protos::api::{
     CreateTaskRequest, DeleteResponse, ExecProcessRequest, ProcessInfo, StateResponse, Status,
 };
@@ -78,10 +79,29 @@ pub struct Tasks {
     registry: Mutex<Registry>,
     events: Events,
     cgroups: std::result::Result<CgroupRoot, String>,
-    /// Our own binary, re-executed as each container's init helper.
-    exe: PathBuf,
+    /// Our own binary, sealed, re-executed as each container's init and exec helpers (an
+    /// error when it could not be sealed: no container is created then).
+    exe: std::result::Result<SealedExe, String>,
     /// containerd's gRPC API, asked about a container's image when dispatch needs it.
     containerd: ContainerdApi,
+}
+
+/// Seals our own binary for the helpers (linux-executor `sealed`), logging how, once.
+fn sealed_exe() -> std::result::Result<SealedExe, String> {
+    match SealedExe::current() {
+        Ok(sealed) => {
+            log::info!(
+                "helpers run {} through {}",
+                sealed.original().display(),
+                sealed.kind()
+            );
+            Ok(sealed)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            Err(e.to_string())
+        }
+    }
 }
 
 impl Tasks {
@@ -90,9 +110,17 @@ impl Tasks {
             registry: Mutex::default(),
             events,
             cgroups: CgroupRoot::detect().map_err(|e| e.to_string()),
-            exe: PathBuf::from("/proc/self/exe"),
+            exe: sealed_exe(),
             containerd,
         }
+    }
+
+    /// The path helpers are executed through (the sealed handle's `/proc/self/fd/N`).
+    fn helper_exe(&self) -> Result<PathBuf> {
+        self.exe
+            .as_ref()
+            .map(SealedExe::path)
+            .map_err(|e| Error::FailedPrecondition(format!("refusing to run containers: {e}")))
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -121,7 +149,7 @@ impl Tasks {
         let cgroups = self.cgroups.as_ref().map_err(|e| {
             Error::FailedPrecondition(format!("cannot use this host's cgroups: {e}"))
         })?;
-        let sandbox = sandbox::create(req, cgroups, &self.exe, &self.containerd).await?;
+        let sandbox = sandbox::create(req, cgroups, &self.helper_exe()?, &self.containerd).await?;
         let container = Arc::new(Container::new(
             req.id.clone(),
             req.bundle.clone(),
@@ -470,7 +498,7 @@ impl Tasks {
     ) -> Result<launch::Created> {
         let (init_io, mut keepalive) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal)?;
         let init_pidfd = c.init_pidfd()?;
-        let exe = self.exe.clone();
+        let exe = self.helper_exe()?;
         let cgroup = c.cgroup.clone();
         let mut created = tokio::task::spawn_blocking(move || {
             launch::exec(&exe, &plan, init_pidfd, init_io, &|pid| {
