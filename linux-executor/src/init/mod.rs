@@ -62,6 +62,7 @@ mod cgroupfs;
 mod console;
 mod devices;
 mod error;
+mod lsm;
 mod mounts;
 mod namespaces;
 mod paths;
@@ -147,6 +148,7 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
     // CAP_SYS_PTRACE could take any descriptor it holds (docs/architecture.md, "Host
     // handles"). oom_score_adj is inherited by the fork; the names need the new UTS
     // namespace, so they are set between entering the namespaces and the fork.
+    let host_lsm = lsm::HostLsm::detect();
     let host_proc = match rootfs::open_host_proc() {
         Ok(fd) => fd,
         Err(e) => fail(sock.as_fd(), &e),
@@ -168,7 +170,7 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
     };
     match entered {
         Ok(Role::Helper) => sys::exit_now(0),
-        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm, exec),
+        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm, exec, host_lsm),
         Err(e) => fail(sock.as_fd(), &e),
     }
 }
@@ -262,9 +264,15 @@ fn wait_for_eof(fd: OwnedFd) {
 }
 
 /// The forked process: a new container's init, or an exec (`exec`).
-fn container_init(sock: OwnedFd, plan: &InitPlan, wasm: Option<WasmInput<'_>>, exec: bool) -> ! {
+fn container_init(
+    sock: OwnedFd,
+    plan: &InitPlan,
+    wasm: Option<WasmInput<'_>>,
+    exec: bool,
+    host_lsm: lsm::HostLsm,
+) -> ! {
     let mut warnings = Vec::new();
-    let job = match setup(plan, wasm, sock.as_fd(), exec, &mut warnings) {
+    let job = match setup(plan, wasm, sock.as_fd(), exec, host_lsm, &mut warnings) {
         Ok(job) => job,
         Err(e) => fail(sock.as_fd(), &e),
     };
@@ -289,11 +297,13 @@ fn setup(
     wasm: Option<WasmInput<'_>>,
     sock: BorrowedFd<'_>,
     exec: bool,
+    host_lsm: lsm::HostLsm,
     warnings: &mut Vec<String>,
 ) -> Result<Job, InitError> {
     setsid().map_err(InitError::sys("setsid", "container init"))?;
+    lsm::check(plan, host_lsm, warnings)?;
     let pty = if !exec {
-        rootfs::setup(plan, warnings)?
+        rootfs::setup(plan, host_lsm, warnings)?
     } else if plan.process.terminal {
         Some(console::allocate_in_joined_container()?)
     } else {
@@ -309,6 +319,8 @@ fn setup(
     let prepared = wasm
         .map(|input| prepare_wasm(plan, input, sock))
         .transpose()?;
+    // Labels before no_new_privileges (runc's order), and before the identity switch.
+    lsm::apply(plan, host_lsm, prepared.is_some())?;
     process::switch_identity(plan, warnings)?;
     process::set_umask(&plan.process);
     process::enter_cwd(&plan.process)?;

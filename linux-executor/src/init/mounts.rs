@@ -30,7 +30,8 @@ pub(super) fn mount_one(ctx: &mut Ctx<'_>, index: usize, m: &MountPlan) -> Resul
         MountKind::Cgroup => cgroupfs::mount_cgroup(ctx, m)?,
         MountKind::Fs { fstype, source } => {
             let target = mkdir_all(ctx.root(), dest)?;
-            let data = (!m.data.is_empty()).then_some(m.data.as_str());
+            let data = super::lsm::mount_data(m, ctx.plan, ctx.lsm);
+            let data = (!data.is_empty()).then_some(data.as_str());
             let result = mount(
                 Some(source.as_str()),
                 fd_path(&target).as_str(),

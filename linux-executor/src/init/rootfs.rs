@@ -45,6 +45,8 @@ pub(super) struct Ctx<'a> {
     pub root: OwnedFd,
     /// Notes for the shim's log.
     pub warnings: &'a mut Vec<String>,
+    /// The host's LSMs (for `linux.mountLabel`).
+    pub lsm: super::lsm::HostLsm,
 }
 
 impl Ctx<'_> {
@@ -82,7 +84,11 @@ pub(super) fn open_proc_file(proc_: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd
 }
 
 /// Runs all the steps of the module docs; returns the terminal when the plan asks for one.
-pub(super) fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<Option<Pty>, InitError> {
+pub(super) fn setup(
+    plan: &InitPlan,
+    lsm: super::lsm::HostLsm,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Pty>, InitError> {
     let proc_ = open_host_proc()?;
     let devnull = open_host_devnull()?;
     // A shared `/` would send our mounts to the host: `/` becomes a slave first, and the new
@@ -116,6 +122,7 @@ pub(super) fn setup(plan: &InitPlan, warnings: &mut Vec<String>) -> Result<Optio
         plan,
         root,
         warnings,
+        lsm,
     };
 
     for (index, m) in plan.mounts.iter().enumerate() {

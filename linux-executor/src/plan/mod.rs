@@ -87,6 +87,9 @@ pub struct InitPlan {
     /// What the init runs after the start barrier: `execve` (the default) or a Wasm module.
     #[serde(default)]
     pub workload: Workload,
+    /// `linux.mountLabel` (non-empty): the SELinux context of the container's own mounts.
+    #[serde(default)]
+    pub mount_label: Option<String>,
     /// Spec features accepted but not applied; the shim logs them.
     pub warnings: Vec<String>,
 }
@@ -299,6 +302,7 @@ impl InitPlan {
             sysctls,
             process,
             workload: Workload::Exec,
+            mount_label: process::label(linux.mount_label(), "linux.mountLabel")?,
             warnings,
         })
     }
@@ -406,13 +410,6 @@ fn unsupported_warnings(spec: &Spec, warnings: &mut Vec<String>) {
         if linux.time_offsets().is_some() {
             warn("linux.timeOffsets");
         }
-        if linux
-            .mount_label()
-            .as_deref()
-            .is_some_and(|l| !l.is_empty())
-        {
-            warn("linux.mountLabel");
-        }
     }
     if let Some(p) = spec.process() {
         process_warnings(p, warnings);
@@ -426,15 +423,6 @@ fn unsupported_warnings(spec: &Spec, warnings: &mut Vec<String>) {
 fn process_warnings(p: &oci_spec::runtime::Process, warnings: &mut Vec<String>) {
     let mut warn =
         |what: &str| warnings.push(format!("{what} is not supported yet and was ignored"));
-    if p.apparmor_profile()
-        .as_deref()
-        .is_some_and(|l| !l.is_empty())
-    {
-        warn("process.apparmorProfile");
-    }
-    if p.selinux_label().as_deref().is_some_and(|l| !l.is_empty()) {
-        warn("process.selinuxLabel");
-    }
     if p.io_priority().is_some() {
         warn("process.ioPriority");
     }

@@ -79,6 +79,12 @@ pub struct ProcessPlan {
     /// `process.consoleSize` as (rows, columns), applied to a new terminal.
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
+    /// `process.apparmorProfile` (non-empty).
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
+    /// `process.selinuxLabel` (non-empty).
+    #[serde(default)]
+    pub selinux_label: Option<String>,
 }
 
 impl ProcessPlan {
@@ -223,7 +229,19 @@ pub(super) fn plan(
         oom_score_adj: p.oom_score_adj(),
         terminal: p.terminal().unwrap_or(false),
         console_size: console_size(p)?,
+        apparmor_profile: label(p.apparmor_profile(), "process.apparmorProfile")?,
+        selinux_label: label(p.selinux_label(), "process.selinuxLabel")?,
     })
+}
+
+/// An LSM profile or label: absent when empty, never with a NUL byte.
+pub(super) fn label(
+    value: &Option<String>,
+    field: &'static str,
+) -> Result<Option<String>, PlanError> {
+    let value = value.as_ref().filter(|v| !v.is_empty());
+    super::check_nul(field, value)?;
+    Ok(value.cloned())
 }
 
 /// `process.consoleSize` as (rows, columns); a size of 0 is no size.

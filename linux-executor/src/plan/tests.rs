@@ -624,7 +624,7 @@ fn sysctls_and_propagation_are_validated() {
 fn unsupported_features_become_warnings() {
     let mut spec = ctr_spec_json();
     spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
-    spec["process"]["apparmorProfile"] = json!("cri-containerd.apparmor.d");
+    spec["linux"]["personality"] = json!({"domain": "LINUX"});
     let plan = plan_of(spec).expect("valid");
     assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
     assert!(plan.warnings[0].starts_with("linux.seccomp is not supported yet"));
@@ -646,13 +646,12 @@ fn an_exec_plan_keeps_the_container_and_swaps_the_process() {
     assert_eq!(exec.rootfs, container.rootfs);
     assert_eq!(exec.mounts, container.mounts);
     assert_eq!(exec.workload, Workload::Exec);
-    // The exec's own warnings only (no capabilities, the ignored label), not the
-    // container's.
-    assert_eq!(exec.warnings.len(), 2, "{:?}", exec.warnings);
-    assert!(
-        exec.warnings
-            .iter()
-            .any(|w| w.contains("process.selinuxLabel"))
+    // The exec's own warnings only (no capabilities), not the container's; its label is
+    // planned, not dropped.
+    assert_eq!(exec.warnings.len(), 1, "{:?}", exec.warnings);
+    assert_eq!(
+        exec.process.selinux_label.as_deref(),
+        Some("system_u:system_r:container_t:s0")
     );
     // Every namespace of the container is joined, user first when present.
     assert_eq!(

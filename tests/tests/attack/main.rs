@@ -10,3 +10,5 @@
 use amphi_e2e::{Containerd, e2e_test};
 
 mod sealed;
+
+mod lsm;
