@@ -205,7 +205,9 @@ pub(super) fn query(cgroup: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
                 return Ok(ids);
             }
             // The kernel says how many there are; make room and ask again.
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && attr.prog_cnt as usize > ids.len() => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOSPC) && attr.prog_cnt as usize > ids.len() =>
+            {
                 ids = vec![0; attr.prog_cnt as usize];
             }
             Err(e) => return Err(e),

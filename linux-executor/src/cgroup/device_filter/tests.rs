@@ -22,7 +22,10 @@ fn run(p: &Program, dev_type: u32, access: u8, major: u32, minor: u32) -> u32 {
     regs[1] = Some(0); // the context pointer: only used as the base of loads below
     let mut pc = 0usize;
     for _ in 0..=p.insns.len() {
-        let insn = p.insns.get(pc).unwrap_or_else(|| panic!("pc {pc} outside the program"));
+        let insn = p
+            .insns
+            .get(pc)
+            .unwrap_or_else(|| panic!("pc {pc} outside the program"));
         let dst = insn.dst as usize;
         let src = insn.src as usize;
         let get = |r: usize| regs[r].unwrap_or_else(|| panic!("pc {pc}: r{r} read before set"));
@@ -33,7 +36,10 @@ fn run(p: &Program, dev_type: u32, access: u8, major: u32, minor: u32) -> u32 {
                 assert_eq!(src, 1, "pc {pc}: loads only from the context");
                 assert_eq!(get(1), 0, "pc {pc}: r1 is no longer the context");
                 let off = usize::try_from(insn.off).unwrap();
-                assert!(off % 4 == 0 && off / 4 < ctx.len(), "pc {pc}: bad ctx offset");
+                assert!(
+                    off % 4 == 0 && off / 4 < ctx.len(),
+                    "pc {pc}: bad ctx offset"
+                );
                 regs[dst] = Some(u64::from(ctx[off / 4]));
             }
             op::AND32_K => regs[dst] = Some(u64::from(get(dst) as u32 & imm)),
@@ -125,19 +131,19 @@ fn containerd_defaults_allow_the_standard_devices_and_nothing_of_the_host() {
     let b = DEV_BLOCK;
     // (type, access, major, minor, allowed)
     let table = [
-        (c, RW, 1, 3, true),   // /dev/null
-        (c, RW, 1, 5, true),   // /dev/zero
-        (c, R, 1, 9, true),    // /dev/urandom
-        (c, RW, 5, 2, true),   // /dev/ptmx
-        (c, RW, 136, 7, true), // /dev/pts/7
-        (c, RW, 10, 200, true), // /dev/net/tun (containerd allows it)
-        (c, M, 10, 232, true), // mknod of anything is allowed ("c *:* m") ...
+        (c, RW, 1, 3, true),     // /dev/null
+        (c, RW, 1, 5, true),     // /dev/zero
+        (c, R, 1, 9, true),      // /dev/urandom
+        (c, RW, 5, 2, true),     // /dev/ptmx
+        (c, RW, 136, 7, true),   // /dev/pts/7
+        (c, RW, 10, 200, true),  // /dev/net/tun (containerd allows it)
+        (c, M, 10, 232, true),   // mknod of anything is allowed ("c *:* m") ...
         (c, RW, 10, 232, false), // ... but opening /dev/kvm is not
         (b, M, 7, 0, true),
-        (b, RW, 7, 0, false), // /dev/loop0
-        (b, R, 8, 0, false),  // /dev/sda
-        (c, R, 1, 1, false),  // /dev/mem
-        (c, W, 4, 0, false),  // /dev/tty0
+        (b, RW, 7, 0, false),    // /dev/loop0
+        (b, R, 8, 0, false),     // /dev/sda
+        (c, R, 1, 1, false),     // /dev/mem
+        (c, W, 4, 0, false),     // /dev/tty0
         (c, RW, 10, 237, false), // /dev/loop-control
     ];
     for (t, access, major, minor, want) in table {
@@ -264,7 +270,14 @@ fn the_default_device_lines_parse_and_malformed_lines_do_not() {
             allow: true
         }
     );
-    for bad in ["c 1:3", "x 1:3 r", "c 1-3 r", "c 1:3 q", "c a:3 r", "c 1:3 r extra"] {
+    for bad in [
+        "c 1:3",
+        "x 1:3 r",
+        "c 1-3 r",
+        "c 1:3 q",
+        "c a:3 r",
+        "c 1:3 r extra",
+    ] {
         assert!(DeviceRule::parse_allow(bad).is_err(), "{bad}");
     }
 }
@@ -285,8 +298,7 @@ fn program_and_model_agree_on_generated_rule_lists() {
         let count = next(6);
         let rules: Vec<DeviceRule> = (0..count)
             .map(|_| DeviceRule {
-                kind: [None, Some(DeviceKind::Char), Some(DeviceKind::Block)]
-                    [next(3) as usize],
+                kind: [None, Some(DeviceKind::Char), Some(DeviceKind::Block)][next(3) as usize],
                 major: [None, Some(numbers[next(3) as usize])][next(2) as usize],
                 minor: [None, Some(numbers[next(3) as usize])][next(2) as usize],
                 access: u8::try_from(next(7) + 1).unwrap(),
@@ -318,5 +330,8 @@ fn instructions_encode_as_the_kernel_reads_them() {
     assert_eq!(&bytes[32..40], &[0x61, 0x14, 4, 0, 0, 0, 0, 0]);
     // The program ends with "r0 = 0; exit".
     let n = bytes.len();
-    assert_eq!(&bytes[n - 16..], &[0xb4, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        &bytes[n - 16..],
+        &[0xb4, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]
+    );
 }
