@@ -9,4 +9,5 @@
 #[allow(unused_imports)]
 use amphi_e2e::{Containerd, e2e_test};
 
+mod devices;
 mod sealed;
