@@ -72,6 +72,14 @@ pub enum CgroupError {
         #[source]
         source: nix::Error,
     },
+    /// The kernel refused the generated cgroup v2 device program; `log` is the verifier's.
+    #[error("load the device program for {path}: {source}; verifier log: {log}")]
+    DeviceProgram {
+        path: PathBuf,
+        log: String,
+        #[source]
+        source: io::Error,
+    },
     /// The signal number is not a valid Linux signal.
     #[error("invalid signal number {0}")]
     InvalidSignal(i32),

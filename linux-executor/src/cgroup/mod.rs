@@ -33,10 +33,12 @@
 //! - Named v1 hierarchies (`name=systemd`) are not joined, and the systemd path form is
 //!   translated to directories without asking systemd.
 //! - [`Cgroup::pids`] lists the processes of the cgroup itself, not of child cgroups.
-//! - v2 device rules are not enforced (that needs an eBPF program); they are skipped with a
-//!   warning. Options without a v2 equivalent (swappiness, disabling the OOM killer) are
-//!   ignored with a warning, as crun does.
+//! - v2 device rules are an eBPF program ([`device_filter`]) that a fake tree cannot hold:
+//!   tests on fake trees check the rules but attach nothing. Options without a v2
+//!   equivalent (swappiness, disabling the OOM killer) are ignored with a warning, as crun
+//!   does.
 
+mod device_filter;
 mod error;
 mod fsutil;
 mod oom;
@@ -154,7 +156,7 @@ impl Cgroup {
             }
             Driver::V2(v2) => {
                 fsutil::ensure_dir(v2.dir())?;
-                v2_apply::apply(v2.dir(), resources)
+                v2_apply::apply(v2.dir(), resources, v2.emulated())
             }
         }
     }

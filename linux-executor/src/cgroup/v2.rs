@@ -37,6 +37,11 @@ impl V2Cgroup {
         &self.dir
     }
 
+    /// True on a test's fake tree (ordinary directories).
+    pub(crate) fn emulated(&self) -> bool {
+        self.emulated
+    }
+
     /// Creates the directory (recording new levels in `created`) and enables controllers
     /// in every ancestor.
     pub(crate) fn create_dir(

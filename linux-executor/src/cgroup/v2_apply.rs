@@ -4,21 +4,24 @@
 //! `cpu.weight`, `blockIO.weight` to `io.weight`, and the OCI memory+swap total to
 //! `memory.swap.max` (swap alone).
 //!
+//! Device rules become an eBPF device program ([`super::device_filter`]), replaced on every
+//! apply that carries rules and left alone by one that carries none.
+//!
 //! # Limitations
 //!
-//! - Device rules are not enforced: cgroup v2 needs an eBPF program for that, which amphi
-//!   does not load. They are skipped with a warning; device nodes are still limited by
-//!   what the container's `/dev` contains.
+//! - On a fake tree (`emulated`, tests only) the device program is generated, so invalid
+//!   rules still fail, but not attached: an ordinary directory cannot hold eBPF programs.
 //! - `memory.swappiness`, `memory.disableOOMKiller`, kernel memory limits and the block
 //!   I/O leaf weight have no v2 equivalent and are ignored with a warning (as crun does).
 //! - Realtime CPU settings and `linux.resources.network` are errors: v2 cannot express them.
 
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
 use super::{
     CgroupError,
+    device_filter::{self, Program, rules_with_defaults},
     fsutil::{read, write_requested},
     resources::{
         blkio_to_io_weight, hugepage_size, limit_value, max_or, pids_value, rdma_lines,
@@ -27,7 +30,8 @@ use super::{
 };
 
 /// Applies every section of `r` that has a value to the cgroup directory `dir`.
-pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
+/// `emulated` (a test's fake tree) skips attaching the device program.
+pub(crate) fn apply(dir: &Path, r: &LinuxResources, emulated: bool) -> Result<(), CgroupError> {
     if let Some(m) = r.memory() {
         apply_memory(dir, m)?;
     }
@@ -44,12 +48,8 @@ pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
         let file = format!("hugetlb.{}.max", hugepage_size(h.page_size())?);
         write_requested(dir, &file, &h.limit().to_string(), "hugepage limit")?;
     }
-    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        log::warn!(
-            "cgroup: device rules are not enforced on cgroup v2 (no eBPF device filter); \
-             skipped for {}",
-            dir.display()
-        );
+    if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+        apply_devices(dir, rules, emulated)?;
     }
     if r.network().is_some() {
         return Err(CgroupError::NotInVersion {
@@ -79,6 +79,24 @@ pub(crate) fn apply(dir: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
         }
     }
     Ok(())
+}
+
+fn apply_devices(
+    dir: &Path,
+    rules: &[LinuxDeviceCgroup],
+    emulated: bool,
+) -> Result<(), CgroupError> {
+    let program = Program::generate(&rules_with_defaults(rules)?);
+    if emulated {
+        log::debug!(
+            "cgroup: fake tree, device program of {} instructions not attached to {}",
+            program.insns.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    log::debug!("cgroup: device rules: {} <- eBPF program", dir.display());
+    device_filter::install(dir, &program)
 }
 
 fn apply_memory(dir: &Path, m: &LinuxMemory) -> Result<(), CgroupError> {

@@ -1,9 +1,11 @@
 //! Tests of the cgroup drivers against fake v1 and v2 trees (`fake`), plus one test on the
-//! real host that needs root (`root_host`).
+//! real host that need root (`root_host`, and `root_devices` for cgroup v2 device
+//! programs).
 
 #![allow(clippy::unwrap_used)]
 
 mod fake;
+mod root_devices;
 mod root_host;
 mod v1_tests;
 mod v2_tests;

@@ -81,6 +81,23 @@ fn a_lone_quota_or_period_keeps_the_other_half_of_cpu_max() {
     assert_eq!(fake.read(REL, "cpu.max"), "max 50000");
 }
 
+/// A fake tree cannot hold eBPF programs: the device program is generated (so bad rules
+/// still fail) but not attached. `root_devices` covers the attach on the real kernel.
+#[test]
+fn device_rules_on_a_fake_tree_are_checked_but_not_attached() {
+    let fake = FakeV2::new();
+    fake.leaf(REL);
+    let ok = resources(json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
+    ]}));
+    let cg = Cgroup::create(&fake.root(), &cgroup_path(), Some(&ok)).unwrap();
+    let bad = resources(json!({"devices": [{"allow": true, "type": "c", "access": "rwx"}]}));
+    let err = cg.apply(&bad).unwrap_err();
+    assert_eq!(err.kind(), CgroupErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("rwx"), "{err}");
+}
+
 #[test]
 fn bfq_weight_takes_the_blkio_value_unconverted() {
     let fake = FakeV2::new();
