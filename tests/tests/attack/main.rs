@@ -8,3 +8,7 @@
 
 #[allow(unused_imports)]
 use amphi_e2e::{Containerd, e2e_test};
+
+mod cache;
+mod hostile_module;
+mod wasm_guest;
