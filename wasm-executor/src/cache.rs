@@ -486,6 +486,27 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_handed_out_through_the_view_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let fd = File::open(dir.path()).unwrap();
+        let other = File::open(elsewhere.path()).unwrap();
+        // A view that is not the directory: the written entry is not visible through it,
+        // so it is not handed out (the writable fd never is).
+        let cache = Cache::new(fd.as_fd(), other.as_fd(), 1 << 20);
+        let k = key(b"m", &[0; 32]);
+        let err = cache.store(&k, b"artifact bytes").unwrap_err();
+        assert!(err.to_string().contains("cannot open"), "{err}");
+        assert!(matches!(cache.lookup(&k).unwrap(), Lookup::Absent));
+        // The same directory through a second fd (in the init: its read-only clone).
+        let view = File::open(dir.path()).unwrap();
+        let cache = Cache::new(fd.as_fd(), view.as_fd(), 1 << 20);
+        let stored = cache.store(&k, b"artifact bytes").unwrap();
+        assert_eq!(stored.read_all().unwrap(), b"artifact bytes");
+        assert!(matches!(cache.lookup(&k).unwrap(), Lookup::Found(_)));
+    }
+
+    #[test]
     fn too_large_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
         let fd = File::open(dir.path()).unwrap();

@@ -51,6 +51,17 @@
 //! assert_eq!(classify(b"\x7fELF"), None);
 //! ```
 //!
+//! # What a guest sees
+//!
+//! Exactly the [`RunSpec`]: its args, env and cwd, the inherited stdio, and its
+//! preopens, nothing else (no sockets, no name lookup; clocks and `random_get` come from
+//! WASI). A [`Preopen`] with `dir` set is that open directory and no path is resolved for
+//! it: the container init passes detached, non-recursive, `nodev` clones of each mount
+//! (`/` and each directory mount), so `/proc`, `/sys` and `/dev` are not below `/` and
+//! the guest cannot reach its own process through `/proc/self/mem`. Paths inside a
+//! preopen are resolved by wasmtime-wasi: `..` past the root and absolute symlinks are
+//! refused (`ENOTCAPABLE`); a read-only preopen refuses writes (`EPERM`/`EROFS`).
+//!
 //! # Limitations
 //!
 //! - The working directory: `RunSpec::cwd` reaches components as
@@ -69,6 +80,9 @@
 //!   fail (status 126); the memory cgroup counts only what is touched.
 //! - The cache directory must allow executable file mappings (not `noexec`); otherwise
 //!   every load falls back to an in-memory copy of the artifact.
+//! - wasmtime keeps the artifact's `File` open for the life of its mapping
+//!   (`deserialize_open_file`); with [`WasmConfig::cache_view`] that fd is on a read-only
+//!   mount, without it (tools, tests) on the writable cache directory.
 
 #![warn(missing_docs)]
 

@@ -22,6 +22,9 @@ const EACCES: &str = "errno 2";
 /// preopen (absolute, relative, through `..`) and at `/proc` and `/dev`.
 fn probe_image(d: &Containerd) -> String {
     let root = d.work_dir().join("probe-rootfs");
+    if root.exists() {
+        fs::remove_dir_all(&root).expect("remove the previous probe rootfs");
+    }
     for dir in ["data", "proc", "dev", "sys", "tmp"] {
         fs::create_dir_all(root.join(dir)).expect("mkdir in the probe rootfs");
     }
