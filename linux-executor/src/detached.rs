@@ -61,7 +61,9 @@ pub enum DetachedError {
 const GUEST_ATTRS: u64 = libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOSUID;
 
 /// Filesystem magic numbers (`statfs.f_type`) of kernel interfaces a guest may never be
-/// given, with their names.
+/// given, with their names. (libc's constants are `c_long`: the casts are no-ops on 64-bit
+/// targets only.)
+#[allow(clippy::unnecessary_cast)]
 const REFUSED: &[(i64, &str)] = &[
     (libc::PROC_SUPER_MAGIC as i64, "proc"),
     (libc::SYSFS_MAGIC as i64, "sysfs"),
@@ -94,6 +96,8 @@ pub fn refused_fs(f_type: i64) -> Option<&'static str> {
 fn fs_type(fd: BorrowedFd<'_>, path: &Path) -> Result<i64, DetachedError> {
     let st = fstatfs(fd).map_err(|e| sys_error("statfs", path, e.into()))?;
     let FsType(magic) = st.filesystem_type();
+    // `__fsword_t` is i64 on 64-bit targets, narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
     Ok(i64::from(magic))
 }
 
@@ -148,7 +152,7 @@ pub fn read_only_view(dir: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Detac
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::unnecessary_cast)] // casts: see `REFUSED`
 mod tests {
     use super::*;
 
