@@ -78,6 +78,8 @@ fn root_wasm_module_sees_its_process_and_its_exit_code_propagates() {
         "cache=written",
         // Prepared as root (before the identity switch), run as the container user.
         "prepare_uid=0 uid=1000",
+        // Prepared by the single-threaded helper, before it forked into the pid namespace.
+        "prepared_outside_the_pid_namespace=true prepare_threads=1",
         // PID 1 of its pid namespace, still non-dumpable (it never execs).
         "pid=1 dumpable=Some(false)",
         // One detached clone per preopen: no /proc below `/` (a non-recursive clone).

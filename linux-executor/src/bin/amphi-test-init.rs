@@ -30,6 +30,16 @@ struct FakeJob {
     workload: WasmWorkload,
     cache: String,
     prepare_uid: u32,
+    /// `/proc/self/ns/pid` where prepare ran (the helper, before its fork).
+    prepare_pidns: String,
+    /// Threads of the process during prepare.
+    prepare_threads: usize,
+}
+
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| e.to_string())
 }
 
 /// What happened to the cache fd: "none", "written" or the write error.
@@ -78,6 +88,10 @@ impl WasmRunner for FakeRunner {
             workload: w.clone(),
             cache: use_cache(files.cache_dir, &text),
             prepare_uid: nix::unistd::geteuid().as_raw(),
+            prepare_pidns: pid_namespace(),
+            prepare_threads: std::fs::read_dir("/proc/self/task")
+                .map(|d| d.count())
+                .unwrap_or(0),
         };
         for line in text.lines() {
             match line.split_once('=') {
@@ -131,6 +145,12 @@ impl PreparedWasm for FakeJob {
             "prepare_uid={} uid={}",
             self.prepare_uid,
             nix::unistd::getuid()
+        );
+        let _ = writeln!(
+            out,
+            "prepared_outside_the_pid_namespace={} prepare_threads={}",
+            self.prepare_pidns != pid_namespace(),
+            self.prepare_threads
         );
         let _ = writeln!(
             out,
