@@ -25,6 +25,7 @@
 //! Wasm executor in.
 
 pub mod cgroup;
+mod detached;
 
 pub mod init;
 pub mod launch;

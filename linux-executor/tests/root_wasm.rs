@@ -78,10 +78,14 @@ fn root_wasm_module_sees_its_process_and_its_exit_code_propagates() {
         "cache=written",
         // Prepared as root (before the identity switch), run as the container user.
         "prepare_uid=0 uid=1000",
+        // Prepared by the single-threaded helper, before it forked into the pid namespace.
+        "prepared_outside_the_pid_namespace=true prepare_threads=1",
         // PID 1 of its pid namespace, still non-dumpable (it never execs).
         "pid=1 dumpable=Some(false)",
-        // Only stdio, plus the fd reading /proc/self/fd: the barrier socket and the cache
-        // directory are closed.
+        // One detached clone per preopen: no /proc below `/` (a non-recursive clone).
+        r#"dirs=[("/", true, false), ("/run", false, false), ("/data", true, false), ("/tmp", false, false)]"#,
+        // Besides those: only stdio, plus the fd reading /proc/self/fd: the barrier socket,
+        // the cache directory, its view and the rootfs handle are closed.
         "fds=[0, 1, 2, 3]",
         // Without a trailing newline: Rust's stdout buffer was flushed before _exit.
         "end",

@@ -8,9 +8,10 @@
 //! (`/var/lib/amphi/wasm-cache`, 1 GiB).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use amphi_linux_executor::init::{
-    HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner,
+    GuestDir, HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner,
 };
 use amphi_linux_executor::launch::ErrorKind;
 use amphi_linux_executor::plan::WasmWorkload;
@@ -60,15 +61,23 @@ impl WasmRunner for Runner {
             std::io::ErrorKind::NotFound => {
                 WasmPrepareError::not_found(format!("not found: {}", w.module))
             }
+            std::io::ErrorKind::InvalidInput => {
+                WasmPrepareError::invalid(format!("read {}: {e}", w.module))
+            }
             _ => WasmPrepareError {
                 kind: ErrorKind::Internal,
                 message: format!("read {}: {e}", w.module),
             },
         })?;
+        // The cache handles move into the config and are closed when `prepare` returns
+        // (the helper forks into the container next): only the artifact file wasmtime maps,
+        // opened through the read-only view, stays open.
         let config = WasmConfig {
-            cache_dir: files.cache_dir,
+            cache_dir: files.cache_dir.take(),
+            cache_view: files.cache_view.take(),
             cache_max_bytes: w.cache_max_bytes,
         };
+        drop(files);
         let (prepared, _outcome) = amphi_wasm_executor::prepare(&bytes, &config).map_err(|e| {
             let message = format!("{}: {e}", w.module);
             match e {
@@ -88,18 +97,19 @@ impl WasmRunner for Runner {
 }
 
 impl PreparedWasm for Job {
-    fn run(self: Box<Self>, p: &WasmProcess) -> i32 {
+    fn run(self: Box<Self>, p: &WasmProcess, dirs: Vec<GuestDir>) -> i32 {
+        // Only the detached clones the init opened: no path is resolved for a preopen.
         let spec = RunSpec {
             args: p.args.clone(),
             env: p.env.clone(),
             cwd: p.cwd.clone(),
-            preopens: p
-                .preopens
-                .iter()
-                .map(|(path, readonly)| Preopen {
-                    host: path.clone(),
-                    guest: path.to_string_lossy().into_owned(),
-                    readonly: *readonly,
+            preopens: dirs
+                .into_iter()
+                .map(|d| Preopen {
+                    guest: d.guest.to_string_lossy().into_owned(),
+                    host: d.guest,
+                    dir: Some(Arc::new(d.dir)),
+                    readonly: d.readonly,
                 })
                 .collect(),
             memory_limit: self.memory_limit,

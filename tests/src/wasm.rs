@@ -33,7 +33,18 @@ use crate::env::{runtime, target_dir, workspace_root};
 
 /// The `.wat` fixtures (file stems), each a WASI preview 1 command module.
 pub const FIXTURES: &[&str] = &[
-    "hello", "exit3", "echo", "fs", "memory", "loop", "sleep", "isatty",
+    "hello",
+    "exit3",
+    "echo",
+    "fs",
+    "memory",
+    "loop",
+    "sleep",
+    "isatty",
+    "probe",
+    "hugemem",
+    "hugetable",
+    "recurse",
 ];
 
 /// The Rust source of the WASI 0.2 component fixture.

@@ -1,5 +1,6 @@
-//! The compiled-artifact cache: one directory, reached only through a directory fd opened
-//! before `pivot_root`, holding wasmtime artifacts keyed by module digest and engine.
+//! The compiled-artifact cache: one directory, reached only through directory fds opened
+//! by the init helper on the host, holding wasmtime artifacts keyed by module digest and
+//! engine.
 //!
 //! # Layout and data flow
 //!
@@ -15,7 +16,14 @@
 //! with `<key>.sum` before handing out a [`VerifiedArtifact`]: wasmtime's deserialization
 //! is `unsafe` because it trusts its input, and this check is what makes it sound.
 //! Entries are immutable once renamed into place (a replacement is a new inode), so the
-//! inode we hashed is the inode wasmtime maps. [`Cache::evict`] keeps the total size of
+//! inode we hashed is the inode wasmtime maps.
+//!
+//! Two handles on the directory: `dir` (writable) for temp files, renames, mtimes and
+//! eviction, and `view` for every entry that is handed out to be mapped. The container
+//! init passes a read-only detached clone of the directory as `view`, so the artifact
+//! file wasmtime keeps open (and maps) is on a read-only mount: reopening it through
+//! `/proc/<pid>/fd` or `/proc/<pid>/map_files` for writing fails with `EROFS`, and no
+//! writable handle on an entry outlives [`Cache::store`]. [`Cache::evict`] keeps the total size of
 //! entries under the bound by removing the least recently used (`mtime`, refreshed on
 //! every hit by [`Cache::touch`]).
 //!
@@ -112,21 +120,28 @@ pub(crate) enum Lookup {
     Corrupt(String),
 }
 
-/// The cache directory and its size bound.
+/// The cache directory, the view entries are opened through, and the size bound.
 pub(crate) struct Cache<'fd> {
     dir: BorrowedFd<'fd>,
+    view: BorrowedFd<'fd>,
     max_bytes: u64,
 }
 
 impl<'fd> Cache<'fd> {
-    pub(crate) fn new(dir: BorrowedFd<'fd>, max_bytes: u64) -> Self {
-        Cache { dir, max_bytes }
+    /// `view` is where entries to map are opened: a read-only clone of `dir` in the
+    /// container init, `dir` itself in tools and tests.
+    pub(crate) fn new(dir: BorrowedFd<'fd>, view: BorrowedFd<'fd>, max_bytes: u64) -> Self {
+        Cache {
+            dir,
+            view,
+            max_bytes,
+        }
     }
 
-    /// Opens and verifies the entry for `key`.
+    /// Opens (through the view) and verifies the entry for `key`.
     pub(crate) fn lookup(&self, key: &str) -> Result<Lookup, WasmError> {
         let name = format!("{key}{ARTIFACT_EXT}");
-        let file = match self.open(&name, OFlags::RDONLY) {
+        let file = match open_in(self.view, &name, OFlags::RDONLY) {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Absent),
             Err(source) => return Err(cache_error("open", &name, source)),
@@ -161,12 +176,21 @@ impl<'fd> Cache<'fd> {
                 tv_nsec: rustix::fs::UTIME_NOW,
             },
         };
-        if let Err(err) = rustix::fs::futimens(artifact.file(), &times) {
+        // By name through the writable directory: the artifact's own fd is on the view,
+        // which may be read-only. A replacement renamed in between gets the new mtime,
+        // which is as good.
+        if let Err(err) = rustix::fs::utimensat(
+            self.dir,
+            artifact.name.as_str(),
+            &times,
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
             log::debug!("cannot refresh the mtime of {}: {err}", artifact.name);
         }
     }
 
-    /// Writes the artifact for `key` atomically and returns it opened, ready to map.
+    /// Writes the artifact for `key` atomically and returns it opened read-only through the
+    /// view (the same inode that was written), ready to map. The writable fd is closed.
     pub(crate) fn store(&self, key: &str, artifact: &[u8]) -> Result<VerifiedArtifact, WasmError> {
         let name = format!("{key}{ARTIFACT_EXT}");
         let sum_name = format!("{key}{SUM_EXT}");
@@ -202,7 +226,24 @@ impl<'fd> Cache<'fd> {
         if let Err(err) = self.sync_dir() {
             log::debug!("cannot fsync the cache directory: {err}");
         }
-        Ok(VerifiedArtifact { file, name })
+        let written = file
+            .metadata()
+            .map_err(|source| cache_error("stat", &name, source))?;
+        drop(file);
+        let reopened =
+            open_in(self.view, &name, OFlags::RDONLY).map_err(|e| cache_error("open", &name, e))?;
+        let seen = reopened
+            .metadata()
+            .map_err(|source| cache_error("stat", &name, source))?;
+        if !same_inode(&written, &seen) {
+            // Another writer renamed its entry over ours; its checksum is not ours.
+            let source = io::Error::other("replaced by another writer");
+            return Err(cache_error("reopen", &name, source));
+        }
+        Ok(VerifiedArtifact {
+            file: reopened,
+            name,
+        })
     }
 
     /// Removes least recently used entries until the total is within the bound. The
@@ -303,19 +344,9 @@ impl<'fd> Cache<'fd> {
         }
     }
 
-    fn open(&self, name: &str, flags: OFlags) -> io::Result<File> {
-        let fd: OwnedFd = rustix::fs::openat(
-            self.dir,
-            name,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )?;
-        Ok(File::from(fd))
-    }
-
     fn read_small(&self, name: &str) -> io::Result<String> {
         let mut text = String::new();
-        self.open(name, OFlags::RDONLY)?
+        open_in(self.view, name, OFlags::RDONLY)?
             .take(256)
             .read_to_string(&mut text)?;
         Ok(text)
@@ -362,6 +393,21 @@ impl<'fd> Cache<'fd> {
         rustix::fs::fsync(fd.as_fd())?;
         Ok(())
     }
+}
+
+fn open_in(dir: BorrowedFd<'_>, name: &str, flags: OFlags) -> io::Result<File> {
+    let fd: OwnedFd = rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
 struct Entry {
@@ -424,7 +470,7 @@ mod tests {
     fn store_then_lookup_then_detect_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let fd = File::open(dir.path()).unwrap();
-        let cache = Cache::new(fd.as_fd(), 1 << 20);
+        let cache = Cache::new(fd.as_fd(), fd.as_fd(), 1 << 20);
         let k = key(b"m", &[0; 32]);
         assert!(matches!(cache.lookup(&k).unwrap(), Lookup::Absent));
         let stored = cache.store(&k, b"artifact bytes").unwrap();
@@ -440,10 +486,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_handed_out_through_the_view_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let fd = File::open(dir.path()).unwrap();
+        let other = File::open(elsewhere.path()).unwrap();
+        // A view that is not the directory: the written entry is not visible through it,
+        // so it is not handed out (the writable fd never is).
+        let cache = Cache::new(fd.as_fd(), other.as_fd(), 1 << 20);
+        let k = key(b"m", &[0; 32]);
+        let err = cache.store(&k, b"artifact bytes").unwrap_err();
+        assert!(err.to_string().contains("cannot open"), "{err}");
+        assert!(matches!(cache.lookup(&k).unwrap(), Lookup::Absent));
+        // The same directory through a second fd (in the init: its read-only clone).
+        let view = File::open(dir.path()).unwrap();
+        let cache = Cache::new(fd.as_fd(), view.as_fd(), 1 << 20);
+        let stored = cache.store(&k, b"artifact bytes").unwrap();
+        assert_eq!(stored.read_all().unwrap(), b"artifact bytes");
+        assert!(matches!(cache.lookup(&k).unwrap(), Lookup::Found(_)));
+    }
+
+    #[test]
     fn too_large_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
         let fd = File::open(dir.path()).unwrap();
-        let cache = Cache::new(fd.as_fd(), 10);
+        let cache = Cache::new(fd.as_fd(), fd.as_fd(), 10);
         let err = cache.store(&key(b"m", &[0; 32]), &[0; 64]).unwrap_err();
         assert!(err.to_string().contains("exceed the cache bound"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

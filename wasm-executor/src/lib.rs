@@ -51,6 +51,17 @@
 //! assert_eq!(classify(b"\x7fELF"), None);
 //! ```
 //!
+//! # What a guest sees
+//!
+//! Exactly the [`RunSpec`]: its args, env and cwd, the inherited stdio, and its
+//! preopens, nothing else (no sockets, no name lookup; clocks and `random_get` come from
+//! WASI). A [`Preopen`] with `dir` set is that open directory and no path is resolved for
+//! it: the container init passes detached, non-recursive, `nodev` clones of each mount
+//! (`/` and each directory mount), so `/proc`, `/sys` and `/dev` are not below `/` and
+//! the guest cannot reach its own process through `/proc/self/mem`. Paths inside a
+//! preopen are resolved by wasmtime-wasi: `..` past the root and absolute symlinks are
+//! refused (`ENOTCAPABLE`); a read-only preopen refuses writes (`EPERM`/`EROFS`).
+//!
 //! # Limitations
 //!
 //! - The working directory: `RunSpec::cwd` reaches components as
@@ -69,6 +80,9 @@
 //!   fail (status 126); the memory cgroup counts only what is touched.
 //! - The cache directory must allow executable file mappings (not `noexec`); otherwise
 //!   every load falls back to an in-memory copy of the artifact.
+//! - wasmtime keeps the artifact's `File` open for the life of its mapping
+//!   (`deserialize_open_file`); with [`WasmConfig::cache_view`] that fd is on a read-only
+//!   mount, without it (tools, tests) on the writable cache directory.
 
 #![warn(missing_docs)]
 
@@ -79,6 +93,7 @@ mod sys;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use classify::{Binary, classify};
 pub use engine::Prepared;
@@ -89,8 +104,13 @@ use engine::Kind;
 #[derive(Debug, Default)]
 pub struct WasmConfig {
     /// The cache directory, opened by the caller before `pivot_root` (`O_DIRECTORY` with
-    /// `O_PATH` or `O_RDONLY`). `None` disables the cache.
+    /// `O_PATH` or `O_RDONLY`), for writing entries. `None` disables the cache.
     pub cache_dir: Option<OwnedFd>,
+    /// Where entries to map are opened: a read-only detached clone of `cache_dir`, so the
+    /// artifact file wasmtime keeps open for its mapping cannot be reopened for writing.
+    /// `None`: through `cache_dir` itself (tools and tests; the container init always
+    /// passes one).
+    pub cache_view: Option<OwnedFd>,
     /// Upper bound, in bytes, of the entries kept in the cache directory.
     pub cache_max_bytes: u64,
 }
@@ -110,12 +130,16 @@ pub enum CacheOutcome {
     NotStored,
 }
 
-/// A directory the guest may use: `host` (a path in the container, we are after
-/// `pivot_root`) appears to the guest as `guest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A directory the guest may use: `host` appears to the guest as `guest`.
+#[derive(Debug, Clone)]
 pub struct Preopen {
-    /// The directory to open, as the init process sees it.
+    /// The directory, as the process sees it: a path when `dir` is `None`, else only the
+    /// name used in messages.
     pub host: PathBuf,
+    /// The directory already opened (the container init passes a detached clone of the
+    /// mount, see `amphi_linux_executor`); preferred over `host`, which is then not
+    /// resolved at all.
+    pub dir: Option<Arc<OwnedFd>>,
     /// The name the guest sees, e.g. `/` or a mount destination.
     pub guest: String,
     /// Whether the guest may only read.
@@ -123,7 +147,7 @@ pub struct Preopen {
 }
 
 /// How to run a prepared module: the OCI process translated to WASI terms.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSpec {
     /// argv; `args[0]` is the program name as the guest sees it.
     pub args: Vec<String>,
@@ -192,7 +216,8 @@ pub fn prepare(bytes: &[u8], config: &WasmConfig) -> Result<(Prepared, CacheOutc
             CacheOutcome::Disabled,
         ));
     };
-    let cache = cache::Cache::new(dir.as_fd(), config.cache_max_bytes);
+    let view = config.cache_view.as_ref().unwrap_or(dir);
+    let cache = cache::Cache::new(dir.as_fd(), view.as_fd(), config.cache_max_bytes);
     let key = cache::key(bytes, &engine::compatibility_digest(&engine));
 
     let mut fresh_outcome = CacheOutcome::Miss;

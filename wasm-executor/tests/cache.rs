@@ -16,6 +16,7 @@ use common::*;
 fn config(dir: &Path, max: u64) -> WasmConfig {
     WasmConfig {
         cache_dir: Some(OwnedFd::from(File::open(dir).expect("open cache dir"))),
+        cache_view: None,
         cache_max_bytes: max,
     }
 }

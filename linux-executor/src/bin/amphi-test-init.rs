@@ -7,13 +7,15 @@
 //! `message=...` (printed first), `sleep=1` (run blocks forever), `invalid=reason` (prepare
 //! fails with InvalidArgument). Prepare reads it from the host module file when the init
 //! opened one, else with a plain open (the init is after pivot_root), writes `fake-compiled` into the cache directory when it gets one, and notes
-//! its euid; run prints everything it was given, one `key=value` line each.
+//! its euid; run prints everything it was given, one `key=value` line each, including the
+//! guest directories (`dirs=[(path, readonly, proc)]`, `proc` telling whether `proc/self`
+//! exists below that directory handle).
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use amphi_linux_executor::init::{
-    HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner,
+    GuestDir, HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner,
 };
 use amphi_linux_executor::plan::WasmWorkload;
 use nix::fcntl::{OFlag, openat};
@@ -28,6 +30,16 @@ struct FakeJob {
     workload: WasmWorkload,
     cache: String,
     prepare_uid: u32,
+    /// `/proc/self/ns/pid` where prepare ran (the helper, before its fork).
+    prepare_pidns: String,
+    /// Threads of the process during prepare.
+    prepare_threads: usize,
+}
+
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| e.to_string())
 }
 
 /// What happened to the cache fd: "none", "written" or the write error.
@@ -76,6 +88,10 @@ impl WasmRunner for FakeRunner {
             workload: w.clone(),
             cache: use_cache(files.cache_dir, &text),
             prepare_uid: nix::unistd::geteuid().as_raw(),
+            prepare_pidns: pid_namespace(),
+            prepare_threads: std::fs::read_dir("/proc/self/task")
+                .map(|d| d.count())
+                .unwrap_or(0),
         };
         for line in text.lines() {
             match line.split_once('=') {
@@ -108,7 +124,7 @@ fn open_fds() -> Vec<u32> {
 }
 
 impl PreparedWasm for FakeJob {
-    fn run(self: Box<Self>, p: &WasmProcess) -> i32 {
+    fn run(self: Box<Self>, p: &WasmProcess, dirs: Vec<GuestDir>) -> i32 {
         let cwd = std::env::current_dir()
             .map(|d| d.display().to_string())
             .unwrap_or_else(|e| e.to_string());
@@ -132,11 +148,39 @@ impl PreparedWasm for FakeJob {
         );
         let _ = writeln!(
             out,
+            "prepared_outside_the_pid_namespace={} prepare_threads={}",
+            self.prepare_pidns != pid_namespace(),
+            self.prepare_threads
+        );
+        let _ = writeln!(
+            out,
             "pid={} dumpable={:?}",
             std::process::id(),
             nix::sys::prctl::get_dumpable().ok()
         );
-        let _ = writeln!(out, "fds={:?}", open_fds());
+        let described: Vec<(String, bool, bool)> = dirs
+            .iter()
+            .map(|d| {
+                let proc_below = openat(
+                    &d.dir,
+                    "proc/self",
+                    OFlag::O_PATH | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .is_ok();
+                (d.guest.display().to_string(), d.readonly, proc_below)
+            })
+            .collect();
+        let _ = writeln!(out, "dirs={described:?}");
+        let dir_fds: Vec<u32> = dirs
+            .iter()
+            .filter_map(|d| u32::try_from(d.dir.as_raw_fd()).ok())
+            .collect();
+        let fds: Vec<u32> = open_fds()
+            .into_iter()
+            .filter(|fd| !dir_fds.contains(fd))
+            .collect();
+        let _ = writeln!(out, "fds={fds:?}");
         // No trailing newline: the init must flush Rust's stdout buffer before `_exit`.
         let _ = write!(out, "end");
         drop(out);

@@ -32,11 +32,15 @@
 //! flag and fd discipline of an init until its `execve`.
 //!
 //! A WebAssembly workload ([`crate::plan::Workload::Wasm`], only with [`main_with`]) follows
-//! the same steps with three differences, detailed in [`wasm`]: the cache directory is
-//! opened in step 1; after pivot_root, while still root, the runner prepares (compiles) the
-//! module, so a bad module fails `Create`; on `Start` the socket is closed explicitly and the
-//! module runs in this process, whose exit status is the module's. There is no `PATH`
-//! lookup ([`WasmRunner::prepare`] checks the module path).
+//! the same steps with these differences, detailed in [`wasm`]: in step 1 the cache
+//! directory (and a read-only clone of it) is opened; the runner prepares (compiles or
+//! loads) the module in the helper, before step 3's fork into the container's pid namespace
+//! (a new container: before step 2, reading the module from the rootfs the shim mounted; an
+//! exec: after joining), so a bad module fails `Create` and no process of the container
+//! ever sees a process holding a host handle; after pivot_root, while still root, the
+//! guest's directories are opened as detached clones; on `Start` the socket is closed
+//! explicitly and the module runs in this process, whose exit status is the module's. There
+//! is no `PATH` lookup ([`WasmRunner::prepare`] checks the module path).
 //!
 //! The shim routes the subcommand first thing in `main`, before any thread exists:
 //!
@@ -72,7 +76,7 @@ mod rootfs;
 mod run;
 mod wasm;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::sys::prctl;
@@ -84,7 +88,7 @@ use error::InitError;
 use protocol::{FromInit, INIT_PIDFD_FD, INIT_SOCKET_FD, ToInit, recv_msg, send_msg};
 use run::{Exec, Job};
 use wasm::WasmInput;
-pub use wasm::{HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
+pub use wasm::{GuestDir, HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
 
 /// Entry point of the helper (`<exe> init`). Reads its instructions from fd 3; never returns.
 /// Fails a WebAssembly workload at `Create` ("this binary cannot run WebAssembly").
@@ -127,27 +131,21 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
         Ok(joining) => joining,
         Err(e) => fail(sock.as_fd(), &e),
     };
-    let mut wasm = match wasm::wasm_input(&plan, runner) {
+    let wasm = match wasm::wasm_input(&plan, runner) {
         Ok(wasm) => wasm,
         Err(e) => fail(sock.as_fd(), &e),
     };
-    if let Some(input) = &mut wasm {
-        // Before any namespace: the cache is a host directory, owned by the host's root.
-        let (fd, warning) = wasm::open_cache_dir(input.workload);
-        input.files.cache_dir = fd;
-        if let Some(w) = warning {
-            let _ = send_msg(sock.as_fd(), &FromInit::Warning(w));
-        }
-        match wasm::open_host_module(input.workload) {
-            Ok(module) => input.files.module = module,
-            Err(e) => fail(sock.as_fd(), &e),
-        }
-    }
+    let wasm = match wasm.map(|input| open_wasm_files(sock.as_fd(), input)) {
+        Some(Ok(input)) => Some(input),
+        Some(Err(e)) => fail(sock.as_fd(), &e),
+        None => None,
+    };
     // The host's /proc is used here, by the helper, and closed before the fork: the forked
     // process becomes visible in the container's pid namespace, where another process with
     // CAP_SYS_PTRACE could take any descriptor it holds (docs/architecture.md, "Host
     // handles"). oom_score_adj is inherited by the fork; the names need the new UTS
-    // namespace, so they are set between entering the namespaces and the fork.
+    // namespace, so they are set between entering the namespaces and the fork. A Wasm
+    // module is compiled (or loaded) here too, for the same reason.
     let host_lsm = lsm::HostLsm::detect();
     let host_proc = match rootfs::open_host_proc() {
         Ok(fd) => fd,
@@ -157,22 +155,70 @@ fn init_main(runner: Option<&dyn WasmRunner>) -> ! {
         fail(sock.as_fd(), &e);
     }
     let entered = match joining {
-        Some(init) => {
+        Some(init) => enter_and_fork(sock.as_fd(), || {
+            namespaces::join(&plan, init)?;
+            // Joined: our root is the container's.
+            let prepared = wasm
+                .map(|input| prepare_wasm(input, Path::new("/"), host_proc.as_fd()))
+                .transpose();
             drop(host_proc);
-            enter_and_fork(sock.as_fd(), || namespaces::join(&plan, init))
-        }
+            prepared
+        }),
         None => enter_and_fork(sock.as_fd(), || {
+            let prepared = wasm
+                .map(|input| prepare_wasm(input, &plan.rootfs, host_proc.as_fd()))
+                .transpose()?;
             namespaces::enter(&plan, sock.as_fd())?;
-            let named = process::set_names(host_proc.as_fd(), &plan);
+            process::set_names(host_proc.as_fd(), &plan)?;
             drop(host_proc);
-            named
+            Ok(prepared)
         }),
     };
     match entered {
-        Ok(Role::Helper) => sys::exit_now(0),
-        Ok(Role::ContainerInit) => container_init(sock, &plan, wasm, exec, host_lsm),
+        Ok((Role::Helper, _)) => sys::exit_now(0),
+        Ok((Role::ContainerInit, prepared)) => {
+            container_init(sock, &plan, prepared, exec, host_lsm)
+        }
         Err(e) => fail(sock.as_fd(), &e),
     }
+}
+
+/// Step 1 for a Wasm workload (stray inherited fds are already closed): opens the cache
+/// directory, its read-only view and the host module file, all before any namespace is
+/// entered.
+fn open_wasm_files<'a>(
+    sock: BorrowedFd<'_>,
+    mut input: WasmInput<'a>,
+) -> Result<WasmInput<'a>, InitError> {
+    // The cache is a host directory, owned by the host's root.
+    let cache = wasm::open_cache_dir(input.workload);
+    input.files.cache_dir = cache.dir;
+    input.files.cache_view = cache.view;
+    if let Some(w) = cache.warning {
+        let _ = send_msg(sock, &FromInit::Warning(w));
+    }
+    input.files.module = wasm::open_host_module(input.workload)?;
+    Ok(input)
+}
+
+/// Step 2 of the [`wasm`] docs, in the helper: the runner compiles or loads the module
+/// with the container's root at `root`; every handle of [`HostFiles`] is closed when it
+/// returns, and the helper must still be single-threaded (it forks next).
+fn prepare_wasm(
+    mut input: WasmInput<'_>,
+    root: &Path,
+    proc_: BorrowedFd<'_>,
+) -> Result<Box<dyn PreparedWasm>, InitError> {
+    input.files.root = Some(wasm::open_root(root)?);
+    let prepared = input
+        .runner
+        .prepare(input.workload, input.files)
+        .map_err(|e| InitError::Classified {
+            kind: e.kind,
+            message: e.message,
+        })?;
+    wasm::assert_single_threaded(proc_)?;
+    Ok(prepared)
 }
 
 /// An exec helper's container init to join: its pidfd (fd 4), taken before any namespace is
@@ -224,12 +270,14 @@ enum Role {
     ContainerInit,
 }
 
-/// Steps 2 (`enter`: create and join, or join a running container) and 3 of the module docs.
-fn enter_and_fork(
+/// Steps 2 (`enter`: create and join, or join a running container; for a Wasm workload it
+/// also prepares the module, whose result `T` the container init inherits) and 3 of the
+/// module docs.
+fn enter_and_fork<T>(
     sock: BorrowedFd<'_>,
-    enter: impl FnOnce() -> Result<(), InitError>,
-) -> Result<Role, InitError> {
-    enter()?;
+    enter: impl FnOnce() -> Result<T, InitError>,
+) -> Result<(Role, T), InitError> {
+    let entered = enter()?;
     let (gate_r, gate_w) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(InitError::sys("pipe2", "start gate"))?;
     match sys::fork_single_threaded().map_err(InitError::sys("fork", "container init"))? {
@@ -242,12 +290,12 @@ fn enter_and_fork(
                 what: "report init pid",
                 source,
             })?;
-            Ok(Role::Helper)
+            Ok((Role::Helper, entered))
         }
         ForkResult::Child => {
             drop(gate_w);
             wait_for_eof(gate_r);
-            Ok(Role::ContainerInit)
+            Ok((Role::ContainerInit, entered))
         }
     }
 }
@@ -267,7 +315,7 @@ fn wait_for_eof(fd: OwnedFd) {
 fn container_init(
     sock: OwnedFd,
     plan: &InitPlan,
-    wasm: Option<WasmInput<'_>>,
+    wasm: Option<Box<dyn PreparedWasm>>,
     exec: bool,
     host_lsm: lsm::HostLsm,
 ) -> ! {
@@ -290,11 +338,11 @@ fn container_init(
     run::run(sock, job)
 }
 
-/// Step 4 of the module docs; for a Wasm workload, also the prepare step ([`wasm`]). An exec
-/// skips the container's own setup.
+/// Step 4 of the module docs; for a Wasm workload (already prepared by the helper), also
+/// the guest's directories ([`wasm`]). An exec skips the container's own setup.
 fn setup(
     plan: &InitPlan,
-    wasm: Option<WasmInput<'_>>,
+    wasm: Option<Box<dyn PreparedWasm>>,
     sock: BorrowedFd<'_>,
     exec: bool,
     host_lsm: lsm::HostLsm,
@@ -313,11 +361,13 @@ fn setup(
         console::hand_over(pty, sock, plan.process.console_size)?;
     }
     process::set_rlimits(&plan.process)?;
-    // Still root, inside the container's root: the runner reads the module through the
-    // container's view but may write its cache (a host-root-owned directory) through the fd
-    // opened by the helper. The identity switch below applies to the run, as for `Exec`.
+    // Still root, after pivot_root: the guest's directories are detached clones, which
+    // needs CAP_SYS_ADMIN. The identity switch below applies to the run, as for `Exec`.
     let prepared = wasm
-        .map(|input| prepare_wasm(plan, input, sock))
+        .map(|job| {
+            let process = WasmProcess::from_plan(plan, &|p: &Path| p.is_dir());
+            wasm::open_guest_dirs(&process).map(|dirs| (job, process, dirs))
+        })
         .transpose()?;
     // Labels before no_new_privileges (runc's order), and before the identity switch.
     lsm::apply(plan, host_lsm, prepared.is_some())?;
@@ -325,31 +375,10 @@ fn setup(
     process::set_umask(&plan.process);
     process::enter_cwd(&plan.process)?;
     match prepared {
-        Some((job, process)) => Ok(Job::Wasm { job, process }),
+        Some((job, process, dirs)) => Ok(Job::Wasm { job, process, dirs }),
         None => Ok(Job::Exec(Exec::new(
             process::resolve_executable(&plan.process)?,
             &plan.process,
         )?)),
     }
-}
-
-/// Closes stray inherited fds (nothing will exec, so close-on-exec flags do not help), then
-/// lets the runner compile the module.
-fn prepare_wasm(
-    plan: &InitPlan,
-    input: WasmInput<'_>,
-    sock: BorrowedFd<'_>,
-) -> Result<(Box<dyn PreparedWasm>, WasmProcess), InitError> {
-    let mut keep = vec![sock.as_raw_fd()];
-    keep.extend(input.files.raw_fds());
-    close_inherited(&keep)?;
-    let process = WasmProcess::from_plan(plan, &|p: &Path| p.is_dir());
-    let job = input
-        .runner
-        .prepare(input.workload, input.files)
-        .map_err(|e| InitError::Classified {
-            kind: e.kind,
-            message: e.message,
-        })?;
-    Ok((job, process))
 }

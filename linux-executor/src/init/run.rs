@@ -6,8 +6,8 @@
 //! - `Exec`: every fd above 2 is marked close-on-exec and the program is `execve`d. The
 //!   barrier socket closes with the exec, which the shim reads as "started"; an exec error is
 //!   sent back (`ExecFailed`) and the process exits 127.
-//! - `Wasm`: fds above 2 were already closed before the runner prepared the module (see
-//!   [`super::wasm`]); the barrier socket is closed here, explicitly (the same EOF the shim
+//! - `Wasm`: stray fds above 2 were already closed by the helper, before it opened the
+//!   cache and prepared the module (see [`super::wasm`]); the barrier socket is closed here, explicitly (the same EOF the shim
 //!   waits for), then the module runs and its status is this process's exit status
 //!   (`_exit`, after flushing Rust's stdout buffer).
 //!
@@ -24,7 +24,7 @@ use nix::unistd::execve;
 
 use super::error::InitError;
 use super::protocol::{FromInit, send_msg};
-use super::wasm::{PreparedWasm, WasmProcess};
+use super::wasm::{GuestDir, PreparedWasm, WasmProcess};
 use crate::plan::ProcessPlan;
 use crate::sys;
 
@@ -63,6 +63,8 @@ pub(super) enum Job {
         job: Box<dyn PreparedWasm>,
         /// Args, env, cwd, preopens.
         process: WasmProcess,
+        /// The preopens, opened as detached clones.
+        dirs: Vec<GuestDir>,
     },
 }
 
@@ -78,10 +80,10 @@ pub(super) fn run(sock: OwnedFd, job: Job) -> ! {
             let _ = send_msg(sock.as_fd(), &FromInit::ExecFailed(err.report()));
             sys::exit_now(127)
         }
-        Job::Wasm { job, process } => {
+        Job::Wasm { job, process, dirs } => {
             // The shim's `Created::start` returns once it reads EOF here.
             drop(sock);
-            let code = job.run(&process);
+            let code = job.run(&process, dirs);
             let _ = std::io::stdout().flush();
             sys::exit_now(code)
         }

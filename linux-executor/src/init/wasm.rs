@@ -4,40 +4,56 @@
 //! [`super::main_with`] with a [`WasmRunner`]. For a [`Workload::Wasm`] plan the init
 //! builds the sandbox exactly as for a native program, then:
 //!
-//! 1. in the helper, before entering any namespace: opens the compiled-module cache directory
+//! 1. in the helper, before entering any namespace: closes stray inherited fds, opens the
+//!    compiled-module cache directory and a read-only detached clone of it
 //!    ([`open_cache_dir`]; a host path, usually root-owned `0700`, reachable only with the
 //!    shim's credentials and mount view) and, for a module that is not in the container's
 //!    filesystem (an image layer the shim wrote to a host file), that file
-//!    ([`open_host_module`]); both become the runner's [`HostFiles`];
-//! 2. after pivot_root, every mount, rlimits, and while still root: closes stray inherited
-//!    fds, builds the [`WasmProcess`] and calls [`WasmRunner::prepare`], which reads the
-//!    module inside the container's view and compiles it (or loads it from the cache). It
-//!    runs as root because the cache directory belongs to the host's root, not to the
-//!    container user; the module itself is read through the container's root, so root can
-//!    reach nothing outside it. A prepare error fails `Create` (`InvalidArgument`,
-//!    `NotFound`...);
-//! 3. then the user, groups, capabilities and `no_new_privs` switch, umask, `chdir(cwd)`, all
-//!    exactly as for `Exec`; `Ready`; the start barrier;
+//!    ([`open_host_module`]); with a handle on the container's root they become the
+//!    runner's [`HostFiles`];
+//! 2. still in the helper, **before it forks into the container's pid namespace** (a new
+//!    container: before entering any namespace, with the rootfs the shim mounted as the
+//!    root; an exec: after joining the container's namespaces, with its root), it checks it
+//!    is single-threaded and calls [`WasmRunner::prepare`], which reads the module (resolved
+//!    with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, regular files only) and compiles it,
+//!    or loads it from the cache. The helper is in the container's cgroup (so compilation
+//!    is charged to it) but in none of its pid namespaces: no process of the container can
+//!    see, ptrace or take an fd from it. A prepare error fails `Create` (`InvalidArgument`,
+//!    `NotFound`...). Every [`HostFiles`] handle is closed when `prepare` returns;
+//! 3. the forked process sets up the container as for `Exec` (pivot_root, mounts, rlimits)
+//!    and, still root, opens the guest's directories ([`open_guest_dirs`]: one detached,
+//!    non-recursive clone per preopen, see [`crate::detached`]), then the user, groups,
+//!    capabilities and `no_new_privs` switch, umask, `chdir(cwd)`; `Ready`; the start
+//!    barrier;
 //! 4. on `Start` ([`super::run`]): default signal dispositions, the barrier socket is closed
 //!    (its EOF is the shim's "started", as a successful `execve` is), and
 //!    [`PreparedWasm::run`]'s status becomes the exit status of the container's PID 1.
 //!
-//! Limitations: the process stays non-dumpable for its whole life (it never execs); with a
-//! user namespace the cache directory is opened with the shim's credentials but written with
-//! the container root's, so a root-owned `0700` cache is read-only or unusable there and the
-//! runner must cope (compile without caching). Preopens list mount destinations that are
-//! directories; a mount nested below a read-only path keeps its own flag.
+//! The invariant for what stays open in the container's PID 1 (or Wasm exec): no handle on
+//! a host directory, on the module file or on anything writable in the cache. The one
+//! host handle that remains is the compiled artifact wasmtime maps (wasmtime keeps the
+//! `File` of `deserialize_open_file` for the life of the mapping), and it was opened
+//! through the read-only clone: reopening it, or its `/proc/<pid>/map_files` entry, for
+//! writing fails with `EROFS`.
+//!
+//! Limitations: the process stays non-dumpable for its whole life (it never execs). A
+//! module must be in the image's rootfs (or be an image layer): a new container's module is
+//! read before its mounts exist, so a module inside a bind mount is not found. Preopens
+//! list mount destinations that are directories; a mount nested below a read-only path
+//! keeps its own flag.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, open};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag, fstat};
 
 use super::error::InitError;
+use crate::detached::{self, DetachedError};
 use crate::launch::ErrorKind;
 use crate::plan::{InitPlan, MountKind, MountPlan, WasmWorkload, Workload};
+use crate::rootfs_lookup::open_in_root;
 
 /// What the guest should see, derived from the plan's process and mounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +70,25 @@ pub struct WasmProcess {
     pub preopens: Vec<(PathBuf, bool)>,
 }
 
+/// One directory the guest may use: a detached, non-recursive clone of the mount at
+/// `guest` (see [`crate::detached`]), made by the container init while still root.
+#[derive(Debug)]
+pub struct GuestDir {
+    /// The container path, which is also the name the guest sees (`/`, `/data`...).
+    pub guest: PathBuf,
+    /// Whether the guest may only read (the clone is also mounted read-only).
+    pub readonly: bool,
+    /// The clone's root directory.
+    pub dir: OwnedFd,
+}
+
 /// A module compiled and ready to run, waiting for the start barrier.
 pub trait PreparedWasm {
     /// Runs the module; the returned value is the container's exit status (the init
-    /// `_exit`s with it). Called once, after the start barrier, as the container user.
-    fn run(self: Box<Self>, process: &WasmProcess) -> i32;
+    /// `_exit`s with it). Called once, after the start barrier, as the container user, with
+    /// the guest's directories (in `process.preopens` order); no other path may be
+    /// preopened.
+    fn run(self: Box<Self>, process: &WasmProcess, dirs: Vec<GuestDir>) -> i32;
 }
 
 /// Why a module could not be prepared; reported to the shim as a failed `Create`.
@@ -90,45 +120,63 @@ impl WasmPrepareError {
     }
 }
 
-/// What the init opened on the host, before entering any namespace, for the runner. Both
-/// are handles on the host filesystem: a prepared job must keep neither.
+/// What the helper opened for the runner: handles on the host or on the container's root,
+/// given to [`WasmRunner::prepare`] and closed when it returns. A prepared job must keep
+/// none of them (the artifact it maps must come through `cache_view`).
 #[derive(Debug, Default)]
 pub struct HostFiles {
-    /// The compiled-module cache directory (`O_DIRECTORY`, from `w.cache_dir`); `None` when
-    /// unset or unavailable.
+    /// The compiled-module cache directory (`O_DIRECTORY`, from `w.cache_dir`), for writing
+    /// entries; `None` when unset or unavailable.
     pub cache_dir: Option<OwnedFd>,
+    /// A read-only detached clone of the same directory: entries to map are opened through
+    /// it, so no reopen of them can write. Set whenever `cache_dir` is.
+    pub cache_view: Option<OwnedFd>,
     /// The module itself when it is not in the container's filesystem (`w.host_module`).
     pub module: Option<File>,
+    /// The container's root (`O_PATH`): the rootfs the shim mounted for a new container,
+    /// the joined container's `/` for an exec. `w.module` is resolved inside it.
+    pub root: Option<OwnedFd>,
 }
 
 impl HostFiles {
     /// The module's bytes: from the host file the init opened when there is one (taken
-    /// from `self`), else from `w.module` in the container (we are after pivot_root).
+    /// from `self`), else `w.module` resolved inside `root` (`RESOLVE_IN_ROOT |
+    /// RESOLVE_NO_MAGICLINKS`: symlinks and `..` stay in the container's root; only a
+    /// regular file is read).
     pub fn read_module(&mut self, w: &WasmWorkload) -> std::io::Result<Vec<u8>> {
-        match self.module.take() {
-            Some(mut file) => {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut file, &mut bytes).map(|_| bytes)
+        let mut file = match self.module.take() {
+            Some(file) => file,
+            None => {
+                let root = self.root.as_ref().ok_or_else(|| {
+                    std::io::Error::other("no container root to read the module from")
+                })?;
+                let fd = open_in_root(
+                    root.as_fd(),
+                    Path::new(&w.module),
+                    OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+                )?;
+                let st = fstat(&fd)?;
+                if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{} is not a regular file", w.module),
+                    ));
+                }
+                File::from(fd)
             }
-            None => std::fs::read(&w.module),
-        }
-    }
-
-    /// The descriptors the init must keep open until `prepare`.
-    pub(super) fn raw_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        let cache = self.cache_dir.as_ref().map(AsRawFd::as_raw_fd);
-        let module = self.module.as_ref().map(AsRawFd::as_raw_fd);
-        cache.into_iter().chain(module)
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).map(|_| bytes)
     }
 }
 
 /// The Wasm runtime the binary provides to [`super::main_with`].
 pub trait WasmRunner {
-    /// Called in the init after pivot_root and every mount, as root, before the identity
-    /// switch and before `Ready`, so compile errors fail `Create`. Reads the module from
-    /// `files.module` when set, else at `w.module` (a container path: a plain open, we are
-    /// after pivot_root), and compiles it, or loads it from the cache directory
-    /// `files.cache_dir`.
+    /// Called in the helper before it forks into the container's pid namespace (see the
+    /// module docs, step 2), single-threaded, before `Ready`, so compile errors fail
+    /// `Create`. Reads the module with [`HostFiles::read_module`] and compiles it, or loads
+    /// it from the cache (`files.cache_dir` to write, `files.cache_view` to map from). Must
+    /// not start a thread (the helper forks afterwards) and must keep no handle of `files`.
     fn prepare(
         &self,
         w: &WasmWorkload,
@@ -182,27 +230,116 @@ pub(super) fn open_host_module(w: &WasmWorkload) -> Result<Option<File>, InitErr
         })
 }
 
-/// Opens the cache directory (a host path) with the helper's credentials and mount view.
-/// A failure is not fatal: the module is then compiled without a cache (the warning says
-/// why).
-pub(super) fn open_cache_dir(w: &WasmWorkload) -> (Option<OwnedFd>, Option<String>) {
-    let Some(dir) = &w.cache_dir else {
-        return (None, None);
+/// The cache directory and its read-only view, or why there is no cache.
+pub(super) struct CacheDir {
+    pub dir: Option<OwnedFd>,
+    pub view: Option<OwnedFd>,
+    pub warning: Option<String>,
+}
+
+/// Opens the cache directory (a host path) with the helper's credentials and mount view,
+/// and a read-only detached clone of it ([`detached::read_only_view`]). A failure of either
+/// is not fatal: the module is then compiled without a cache (the warning says why).
+pub(super) fn open_cache_dir(w: &WasmWorkload) -> CacheDir {
+    let Some(path) = &w.cache_dir else {
+        return CacheDir {
+            dir: None,
+            view: None,
+            warning: None,
+        };
     };
-    match open(
-        dir,
+    let opened = open(
+        path,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
-    ) {
-        Ok(fd) => (Some(fd), None),
-        Err(e) => (
-            None,
-            Some(format!(
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|dir| {
+        detached::read_only_view(dir.as_fd(), path)
+            .map(|view| (dir, view))
+            .map_err(|e| format!("read-only view: {e}"))
+    });
+    match opened {
+        Ok((dir, view)) => CacheDir {
+            dir: Some(dir),
+            view: Some(view),
+            warning: None,
+        },
+        Err(e) => CacheDir {
+            dir: None,
+            view: None,
+            warning: Some(format!(
                 "compiled-module cache {}: {e}; compiling without it",
-                dir.display()
+                path.display()
             )),
-        ),
+        },
     }
+}
+
+/// Opens the container's root as a directory handle (`O_PATH`): `path` is the rootfs the
+/// shim mounted (a new container) or `/` after joining the container (an exec).
+pub(super) fn open_root(path: &Path) -> Result<OwnedFd, InitError> {
+    open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(InitError::sys("open", path.display()))
+}
+
+/// Fails unless this process has exactly one thread (`<proc>/self/task`, with `proc_` a
+/// verified host procfs): the helper forks after `prepare`, and a fork of a threaded
+/// process may only call async-signal-safe functions.
+pub(super) fn assert_single_threaded(proc_: BorrowedFd<'_>) -> Result<(), InitError> {
+    let tasks = nix::dir::Dir::openat(
+        proc_,
+        "self/task",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(InitError::sys("open", "/proc/self/task"))?;
+    let mut count = 0usize;
+    for entry in tasks {
+        let entry = entry.map_err(InitError::sys("read", "/proc/self/task"))?;
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            count += 1;
+        }
+    }
+    if count != 1 {
+        return Err(InitError::Classified {
+            kind: ErrorKind::Internal,
+            message: format!(
+                "the WebAssembly runner left {count} threads in the init helper, which must \
+                 fork single-threaded"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Step 3 of the module docs: one detached, non-recursive clone per preopen of `process`
+/// (container paths, after pivot_root, while still root). A preopen on a kernel interface
+/// (procfs, sysfs, cgroupfs...) fails `Create` with `InvalidArgument`.
+pub(super) fn open_guest_dirs(process: &WasmProcess) -> Result<Vec<GuestDir>, InitError> {
+    process
+        .preopens
+        .iter()
+        .map(|(path, readonly)| {
+            detached::open_guest_dir(path, *readonly)
+                .map(|dir| GuestDir {
+                    guest: path.clone(),
+                    readonly: *readonly,
+                    dir,
+                })
+                .map_err(|e| match e {
+                    DetachedError::RefusedFs { .. } => InitError::Invalid(e.to_string()),
+                    DetachedError::Sys { .. } => InitError::Classified {
+                        kind: ErrorKind::FailedPrecondition,
+                        message: format!("cannot preopen a directory for the guest: {e}"),
+                    },
+                })
+        })
+        .collect()
 }
 
 /// Filesystems that are the system's business, never preopened for the guest.
@@ -356,13 +493,19 @@ mod tests {
         let spec: oci_spec::runtime::Spec =
             serde_json::from_value(json!({"ociVersion": "1.0.2"})).expect("spec");
         let w = WasmWorkload::new("/x.wasm", None, &spec).expect("workload");
-        assert!(matches!(open_cache_dir(&w), (None, None)));
+        let none = open_cache_dir(&w);
+        assert!(none.dir.is_none() && none.view.is_none() && none.warning.is_none());
         let dir = tempfile::tempdir().expect("tempdir");
-        let (fd, warning) = open_cache_dir(&w.clone().with_cache(dir.path().into(), 1));
-        assert!(fd.is_some() && warning.is_none());
-        let (fd, warning) = open_cache_dir(&w.with_cache(dir.path().join("nope"), 1));
-        assert!(fd.is_none());
-        let warning = warning.expect("a warning");
+        let opened = open_cache_dir(&w.clone().with_cache(dir.path().into(), 1));
+        // Root (open_tree) makes the view; without it the cache is off, with a warning.
+        if nix::unistd::geteuid().is_root() {
+            assert!(opened.dir.is_some() && opened.view.is_some() && opened.warning.is_none());
+        } else {
+            assert!(opened.dir.is_none() && opened.warning.is_some());
+        }
+        let missing = open_cache_dir(&w.with_cache(dir.path().join("nope"), 1));
+        assert!(missing.dir.is_none() && missing.view.is_none());
+        let warning = missing.warning.expect("a warning");
         assert!(
             warning.contains("nope") && warning.contains("compiling without it"),
             "{warning}"

@@ -9,7 +9,9 @@
 #[allow(unused_imports)]
 use amphi_e2e::{Containerd, e2e_test};
 
+mod cache;
 mod devices;
-mod sealed;
-
+mod hostile_module;
 mod lsm;
+mod sealed;
+mod wasm_guest;

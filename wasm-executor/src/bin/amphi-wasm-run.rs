@@ -29,6 +29,7 @@ struct Options {
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut config = WasmConfig {
         cache_dir: None,
+        cache_view: None,
         cache_max_bytes: 256 << 20,
     };
     let mut spec = RunSpec {
@@ -61,6 +62,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
                 };
                 spec.preopens.push(Preopen {
                     host: host.into(),
+                    dir: None,
                     guest: guest.into(),
                     readonly,
                 });

@@ -10,6 +10,10 @@
 //! ignored, except a component's `result` (an `err` is status 1).
 
 use std::io::Write;
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use wasmtime::component::{self, ResourceTable};
 use wasmtime::{Engine, Linker, Store, StoreLimits, StoreLimitsBuilder, Trap, Val, WasmBacktrace};
@@ -150,17 +154,42 @@ fn wasi_builder(spec: &RunSpec) -> Result<WasiCtxBuilder, String> {
         } else {
             FsPerms::ReadWrite
         };
-        builder
-            .preopened_dir(&preopen.host, &preopen.guest, perms)
-            .map_err(|err| {
-                format!(
-                    "cannot open directory {} for {}: {err:#}",
-                    preopen.host.display(),
-                    preopen.guest
-                )
-            })?;
+        let added = match &preopen.dir {
+            Some(dir) => preopen_open_dir(&mut builder, dir, &preopen.guest, perms),
+            None => builder
+                .preopened_dir(&preopen.host, &preopen.guest, perms)
+                .map(|_| ()),
+        };
+        added.map_err(|err| {
+            format!(
+                "cannot open directory {} for {}: {err:#}",
+                preopen.host.display(),
+                preopen.guest
+            )
+        })?;
     }
     Ok(builder)
+}
+
+/// Preopens an already opened directory. wasmtime-wasi 48 only takes a path, so the
+/// directory becomes the working directory for the moment `"."` is opened (no path is
+/// resolved from `/`, and no procfs is needed), then the previous working directory is
+/// restored.
+fn preopen_open_dir(
+    builder: &mut WasiCtxBuilder,
+    dir: &OwnedFd,
+    guest: &str,
+    perms: FsPerms,
+) -> wasmtime::Result<()> {
+    let previous = nix::fcntl::open(
+        ".",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    nix::unistd::fchdir(dir)?;
+    let added = builder.preopened_dir(".", guest, perms).map(|_| ());
+    nix::unistd::fchdir(&previous)?;
+    added
 }
 
 struct ModuleState {
