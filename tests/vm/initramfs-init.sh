@@ -28,7 +28,7 @@ opts=trans=virtio,version=9p2000.L,msize=262144
 mount -t 9p -o "$opts,ro,cache=loose" hostroot /host || fail "mount the host's / (9p hostroot)"
 mount -t tmpfs -o mode=755 tmpfs /upper || fail "mount the overlay's tmpfs"
 mkdir -p /upper/upper /upper/work
-mount -t overlay overlay -o lowerdir=/host,upperdir=/upper/upper,workdir=/upper/work /newroot ||
+mount -t overlay overlay -o lowerdir=/host,upperdir=/upper/upper,workdir=/upper/work,xino=on /newroot ||
   fail "mount the overlay root"
 mkdir -p /newroot/mnt/amphi-vm
 mount -t 9p -o "$opts" amphivm /newroot/mnt/amphi-vm || fail "mount the run directory (9p amphivm)"

@@ -44,11 +44,11 @@ for arg in "$@"; do
   echo
   if [ "$name" = linux-executor ]; then
     echo "==== vm: linux-executor root tests ($exe)"
-    (cd "$repo/linux-executor" && "$exe" cgroup::tests::root_ --test-threads=1)
+    (cd "$repo/linux-executor" && "$exe" cgroup::tests::root_ --test-threads=1 --color=never)
   else
     # shellcheck disable=SC2046 # the filters are words
     echo "==== vm: e2e $name on containerd 2.1: $(filters "$name")"
-    (cd "$repo/tests" && "$exe" $(filters "$name") --test-threads="$threads")
+    (cd "$repo/tests" && "$exe" $(filters "$name") --test-threads="$threads" --color=never)
   fi
   record "$name" $((SECONDS - start)) $?
 done

@@ -20,21 +20,24 @@ suites=${AMPHI_VM_SUITES:-lifecycle control features}
 
 say() { echo "vm-lane: $*" >&2; }
 
-# The executable of one test target, from cargo's JSON build messages.
+# The executable of test target $1 (its crate name), from cargo's JSON build messages.
 test_exe() {
+  local name=$1
+  shift
   cargo test "$@" --no-run --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//'
+    grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//' |
+    grep -E "/deps/${name}-[0-9a-f]+\$" | tail -n 1
 }
 
 cargo build -p amphi-shim
 cargo test -p amphi-linux-executor --lib --no-run
 args=()
-unit=$(test_exe -p amphi-linux-executor --lib)
+unit=$(test_exe amphi_linux_executor -p amphi-linux-executor --lib)
 [ -x "$unit" ] || { say "ERROR: no linux-executor test binary"; exit 1; }
 args+=("linux-executor=$unit")
 for s in $suites; do
   cargo test -p amphi-e2e --test "$s" --no-run
-  exe=$(test_exe -p amphi-e2e --test "$s")
+  exe=$(test_exe "$s" -p amphi-e2e --test "$s")
   [ -x "$exe" ] || { say "ERROR: no test binary for the $s suite"; exit 1; }
   args+=("$s=$exe")
 done
