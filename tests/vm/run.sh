@@ -55,6 +55,15 @@ kdir=$("$here/prepare.sh") || die "tests/vm/prepare.sh failed"
 kver=$(cat "$cache/kernel-version")
 
 mkdir -p "$cache/runs"
+# Run directories left by a run.sh killed with SIGKILL: their QEMU (pid file) is gone.
+for old in "$cache"/runs/run.*; do
+  [ -d "$old" ] || continue
+  if [ -s "$old/qemu.pid" ]; then
+    kill -0 "$(cat "$old/qemu.pid")" 2>/dev/null || rm -rf "$old"
+  elif [ -n "$(find "$old" -maxdepth 0 -mmin +120)" ]; then
+    rm -rf "$old"
+  fi
+done
 run=$(mktemp -d "$cache/runs/run.XXXXXX")
 qpid=
 cleanup() {
@@ -123,11 +132,13 @@ qemu=(qemu-system-x86_64 -name amphi-vm -nodefaults -no-user-config -display non
   -serial "file:$run/console.log"
   -chardev stdio,id=out,signal=off -serial chardev:out
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap
-  -virtfs "local,path=$run,mount_tag=amphivm,security_model=passthrough,multidevs=remap")
+  -virtfs "local,path=$run,mount_tag=amphivm,security_model=passthrough,multidevs=remap"
+  -pidfile "$run/qemu.pid")
 
 say "booting $kver ($mode, ${cpus} vCPU, $mem, timeout ${timeout}s): $*"
 start=$SECONDS
-timeout --kill-after=30 "$timeout" "${qemu[@]}" < /dev/null &
+# pdeathsig: even a SIGKILL of this script stops QEMU (timeout passes the TERM on).
+setpriv --pdeathsig TERM timeout --kill-after=30 "$timeout" "${qemu[@]}" < /dev/null &
 qpid=$!
 set +e
 wait "$qpid"
