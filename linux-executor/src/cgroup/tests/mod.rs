@@ -1,5 +1,5 @@
-//! Tests of the cgroup drivers against fake v1 and v2 trees (`fake`), plus one test on the
-//! real host that needs root (`root_host`).
+//! Tests of the cgroup drivers against fake v1 and v2 trees (`fake`), plus tests on the
+//! real host that need root (`root_host`; run on v1 and, by tests/vm/lane.sh, on v2).
 
 #![allow(clippy::unwrap_used)]
 

@@ -84,8 +84,7 @@ fn root_real_cgroup_lifecycle() {
 fn root_real_cgroup_oom_kill_is_reported_and_limits_update() {
     require_root();
     let root = CgroupRoot::detect().unwrap();
-    let path =
-        parse_cgroups_path(&format!("/amphi-test-oom-{}", std::process::id()), "x").unwrap();
+    let path = parse_cgroups_path(&format!("/amphi-test-oom-{}", std::process::id()), "x").unwrap();
     let r = resources(json!({"memory": {"limit": 32 << 20, "swap": 32 << 20}}));
     let cg = Cgroup::create(&root, &path, Some(&r)).unwrap();
     let mut guard = CleanupGuard(Some(cg.clone()));
@@ -120,8 +119,10 @@ fn root_real_cgroup_oom_kill_is_reported_and_limits_update() {
     }
     assert!(cg.stats().unwrap().memory.events.oom_kill >= 1);
 
-    cg.apply(&resources(json!({"memory": {"limit": 128 << 20, "swap": 128 << 20}})))
-        .unwrap();
+    cg.apply(&resources(
+        json!({"memory": {"limit": 128 << 20, "swap": 128 << 20}}),
+    ))
+    .unwrap();
     assert_eq!(cg.stats().unwrap().memory.usage.limit, 128 << 20);
 
     cg.remove().unwrap();
