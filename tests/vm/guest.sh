@@ -38,8 +38,6 @@ must mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 must mkdir -p /dev/shm
 must mount -t tmpfs -o mode=1777 shm /dev/shm
-# Pure cgroup v2: the host's v1 mounts under /sys/fs/cgroup are not carried over (sysfs is
-# the guest's own); one cgroup2 hierarchy on /sys/fs/cgroup itself.
 must mount -t tmpfs -o mode=755 tmpfs /run
 must mount -t tmpfs -o mode=1777 tmpfs /tmp
 must mount -t tmpfs -o mode=1777 tmpfs /var/tmp
@@ -64,6 +62,8 @@ if [ "$mode" = systemd ]; then
   fail "exec /lib/systemd/systemd"
 fi
 
+# Pure cgroup v2: the host's v1 mounts under /sys/fs/cgroup are not carried over (sysfs is
+# the guest's own); one cgroup2 hierarchy on /sys/fs/cgroup itself.
 must mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 # Controllers for the children of the root (amphi and runc create cgroups right below it).
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do

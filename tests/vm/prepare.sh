@@ -47,7 +47,7 @@ if [ ! -e "$dir/unpacked" ]; then
   say "downloading linux-image-$kver from Debian's archive"
   tmp=$(mktemp -d "$cache/.dl.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && apt-get download -q "linux-image-$kver" >&2) ||
+  (cd "$tmp" && apt-get -o APT::Sandbox::User=root download -q "linux-image-$kver" >&2) ||
     die "apt-get download linux-image-$kver failed"
   mkdir -p "$tmp/root"
   dpkg -x "$tmp"/linux-image-*.deb "$tmp/root"
@@ -65,8 +65,8 @@ moddir=$dir/root/lib/modules/$kver
 [ -f "$moddir/modules.dep" ] || die "$moddir/modules.dep is missing"
 
 # 2. The initramfs: busybox, the modules for 9p + virtio + overlay in modules.dep order, and
-# /init. Rebuilt whenever /init or busybox changes.
-stamp=$(cat "$here/initramfs-init.sh" /bin/busybox | sha256sum | cut -c1-16)
+# /init. Rebuilt whenever /init, this script or busybox changes.
+stamp=$(cat "$here/initramfs-init.sh" "$here/prepare.sh" /bin/busybox | sha256sum | cut -c1-16)
 if [ "$(cat "$dir/initramfs.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -s "$dir/initramfs.gz" ]; then
   say "building the initramfs for $kver"
   work=$(mktemp -d "$cache/.initramfs.XXXXXX")
@@ -76,7 +76,7 @@ if [ "$(cat "$dir/initramfs.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -s "$dir/i
   ln -s busybox "$work/bin/sh"
   # modprobe's order: for each wanted module, its modules.dep dependencies from last to
   # first, then the module itself; each file once.
-  order=$(awk -v want="virtio_pci 9pnet_virtio 9p overlay virtio_console" '
+  order=$(awk -v want="virtio_pci 9pnet_virtio 9p overlay" '
     {
       path = $1; sub(":$", "", path)
       name = path; sub(".*/", "", name); sub("\\.ko(\\.[a-z]+)?$", "", name); gsub("-", "_", name)
