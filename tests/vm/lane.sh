@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The cgroup v2 lane of tests/run.sh: builds the shim and the test binaries on the host (a
-# no-op when the workspace build already did), then boots the pure cgroup v2 guest
+# The cgroup v2 lane of tests/run.sh: builds the workspace on the host as tests/run.sh does
+# (a no-op after its build step), then boots the pure cgroup v2 guest
 # (tests/vm/run.sh) once and runs tests/vm/lane-guest.sh in it: the cgroup root check, the
 # linux-executor root tests (the real v2 driver) and a chosen set of end-to-end cases
 # against containerd 2.1. The guest never compiles: it runs the prebuilt test binaries.
@@ -20,24 +20,21 @@ suites=${AMPHI_VM_SUITES:-lifecycle control features}
 
 say() { echo "vm-lane: $*" >&2; }
 
-# The executable of test target $1 (its crate name), from cargo's JSON build messages.
-test_exe() {
-  local name=$1
-  shift
-  cargo test "$@" --no-run --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//' |
-    grep -E "/deps/${name}-[0-9a-f]+\$" | tail -n 1
-}
+# The same build as tests/run.sh's build step (the whole workspace, so features unify the
+# same way and nothing is rebuilt after it), then the test executables from cargo's JSON
+# messages (a no-op build).
+cargo build --workspace --all-targets
+exes=$(cargo test --workspace --no-run --message-format=json |
+  grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//')
+# The executable of the test target named $1 (its crate name).
+pick() { grep -E "/deps/$1-[0-9a-f]+\$" <<<"$exes" | tail -n 1; }
 
-cargo build -p amphi-shim
-cargo test -p amphi-linux-executor --lib --no-run
 args=()
-unit=$(test_exe amphi_linux_executor -p amphi-linux-executor --lib)
+unit=$(pick amphi_linux_executor)
 [ -x "$unit" ] || { say "ERROR: no linux-executor test binary"; exit 1; }
 args+=("linux-executor=$unit")
 for s in $suites; do
-  cargo test -p amphi-e2e --test "$s" --no-run
-  exe=$(test_exe "$s" -p amphi-e2e --test "$s")
+  exe=$(pick "$s")
   [ -x "$exe" ] || { say "ERROR: no test binary for the $s suite"; exit 1; }
   args+=("$s=$exe")
 done
