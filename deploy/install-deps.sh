@@ -20,10 +20,12 @@ die() { say "ERROR: $*"; exit 1; }
 
 # What the tests use: containerd 1.6 (daemon, ctr, runc shim) and runc as the reference
 # runtime, umoci + tar + busybox-static to build the test image, protoc for the ttrpc/prost
-# build scripts, iproute2 for network checks, skopeo for image layouts.
+# build scripts, iproute2 for network checks, skopeo for image layouts; qemu-system-x86,
+# kmod (depmod) and apparmor (apparmor_parser) for the cgroup v2 lane in a VM (tests/vm).
 packages=(
   containerd runc umoci busybox-static skopeo protobuf-compiler iproute2
   ca-certificates tar coreutils util-linux procps gcc libc6-dev
+  qemu-system-x86 kmod apparmor
 )
 
 missing=()
@@ -92,4 +94,9 @@ for v in 1.7.24 2.1.9; do
   done
 done
 
-say "ok: containerd $(/usr/bin/containerd --version | awk '{print $3}'), runc $(/usr/sbin/runc --version | awk 'NR==1{print $3}'), rustc $rust_version, fetched containerd in $containerd_dir: $(ls "$containerd_dir" | tr '\n' ' ')"
+# The cgroup v2 lane's guest (tests/vm): Debian's kernel, unpacked, and its initramfs,
+# cached under /var/cache/amphi/vm (AMPHI_VM_CACHE).
+[ -x /usr/bin/qemu-system-x86_64 ] || die "/usr/bin/qemu-system-x86_64 is missing after the install"
+vm_kernel=$("$repo/tests/vm/prepare.sh") || die "tests/vm/prepare.sh failed"
+
+say "ok: containerd $(/usr/bin/containerd --version | awk '{print $3}'), runc $(/usr/sbin/runc --version | awk 'NR==1{print $3}'), rustc $rust_version, fetched containerd in $containerd_dir: $(ls "$containerd_dir" | tr '\n' ' '), VM kernel $vm_kernel"

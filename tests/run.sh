@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: installs what is missing, then format check, lints, build, and every
-# test (unit tests and the end-to-end suites against containerd 1.6, 1.7 and 2.1).
+# test (unit tests and the end-to-end suites against containerd 1.6, 1.7 and 2.1), then the
+# cgroup v2 lane: the cgroup root tests and a set of e2e suites in a pure cgroup v2 guest.
 # Run as root from anywhere:  sudo ./tests/run.sh
 #
 # Environment (all optional):
@@ -9,6 +10,7 @@
 #   AMPHI_E2E_RUNTIME           runtime for the e2e cases (default io.containerd.amphi.v1)
 #   AMPHI_TEST_THREADS          parallel tests per binary (default 2)
 #   AMPHI_SKIP_INSTALL=1        do not run deploy/install-deps.sh (the checks still run)
+#   AMPHI_SKIP_VM=1             skip the cgroup v2 lane (tests/vm: a QEMU guest, ~15 min)
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,4 +68,7 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --all-targets || exit 1
 step test cargo test --workspace --no-fail-fast -- --test-threads="$threads"
+if [ "${AMPHI_SKIP_VM:-0}" != 1 ]; then
+  step vm-cgroup-v2 tests/vm/lane.sh
+fi
 exit "$failed"

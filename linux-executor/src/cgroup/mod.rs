@@ -21,8 +21,8 @@
 //! `cgroups-rs` discovers hierarchies from `/proc/self/mountinfo` and cannot be pointed at
 //! another directory, so its v2 code could never be tested on this project's v1 CI hosts.
 //! These drivers are thin file writers that take the root as an argument (design habit 7):
-//! tests build fake v1 and v2 trees in a temp dir, and one `root_` test exercises the real
-//! host. Interface files are never created: on a real cgroupfs they appear with the
+//! tests build fake v1 and v2 trees in a temp dir, and the `root_` tests exercise the real
+//! host (v1 hybrid on CI) and a real cgroup v2 kernel in a QEMU guest (`tests/vm`). Interface files are never created: on a real cgroupfs they appear with the
 //! directory, and fake trees in tests carry them already.
 //!
 //! # Limitations

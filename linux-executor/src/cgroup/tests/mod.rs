@@ -1,6 +1,6 @@
-//! Tests of the cgroup drivers against fake v1 and v2 trees (`fake`), plus one test on the
-//! real host that need root (`root_host`, and `root_devices` for cgroup v2 device
-//! programs).
+//! Tests of the cgroup drivers against fake v1 and v2 trees (`fake`), plus tests on the
+//! real host that need root (`root_host`, and `root_devices` for cgroup v2 device programs;
+//! run on v1 and, by tests/vm/lane.sh, on v2).
 
 #![allow(clippy::unwrap_used)]
 
