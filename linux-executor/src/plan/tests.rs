@@ -626,8 +626,12 @@ fn unsupported_features_become_warnings() {
     spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
     spec["process"]["apparmorProfile"] = json!("cri-containerd.apparmor.d");
     let plan = plan_of(spec).expect("valid");
-    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-    assert!(plan.warnings[0].starts_with("linux.seccomp is not supported yet"));
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(plan.warnings[0].starts_with("process.apparmorProfile is not supported yet"));
+    assert_eq!(
+        plan.seccomp.map(|s| s.default_action),
+        Some(SeccompAction::Errno(DEFAULT_ERRNO))
+    );
 }
 
 #[test]
