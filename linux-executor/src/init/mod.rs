@@ -65,6 +65,7 @@ mod process;
 pub(crate) mod protocol;
 mod rootfs;
 mod run;
+pub(crate) mod seccomp;
 mod wasm;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -78,6 +79,7 @@ use crate::sys;
 use error::InitError;
 use protocol::{FromInit, INIT_PIDFD_FD, INIT_SOCKET_FD, ToInit, recv_msg, send_msg};
 use run::{Exec, Job};
+use seccomp::Filter;
 use wasm::WasmInput;
 pub use wasm::{HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
 
@@ -236,8 +238,8 @@ fn container_init(
     host_proc: Option<OwnedFd>,
 ) -> ! {
     let mut warnings = Vec::new();
-    let job = match setup(plan, wasm, sock.as_fd(), host_proc, &mut warnings) {
-        Ok(job) => job,
+    let (job, seccomp) = match setup(plan, wasm, sock.as_fd(), host_proc, &mut warnings) {
+        Ok(ready) => ready,
         Err(e) => fail(sock.as_fd(), &e),
     };
     for w in warnings {
@@ -251,18 +253,19 @@ fn container_init(
         // EOF: the shim dropped the container before starting it.
         _ => sys::exit_now(1),
     }
-    run::run(sock, job)
+    run::run(sock, job, seccomp)
 }
 
 /// Step 4 of the module docs; for a Wasm workload, also the prepare step ([`wasm`]). An exec
-/// (`host_proc` given, opened by the helper) skips the container's own setup.
+/// (`host_proc` given, opened by the helper) skips the container's own setup. Returns the
+/// job and the seccomp filter still to load right before it runs.
 fn setup(
     plan: &InitPlan,
     wasm: Option<WasmInput<'_>>,
     sock: BorrowedFd<'_>,
     host_proc: Option<OwnedFd>,
     warnings: &mut Vec<String>,
-) -> Result<Job, InitError> {
+) -> Result<(Job, Option<Filter>), InitError> {
     setsid().map_err(InitError::sys("setsid", "container init"))?;
     let exec = host_proc.is_some();
     let proc_ = match host_proc {
@@ -285,22 +288,34 @@ fn setup(
         console::hand_over(pty, sock, plan.process.console_size)?;
     }
     process::set_rlimits(&plan.process)?;
+    // Compiled before the barrier, so a profile the library refuses fails `Create`.
+    let filter = plan.seccomp.as_ref().map(seccomp::compile).transpose()?;
     // Still root, inside the container's root: the runner reads the module through the
     // container's view but may write its cache (a host-root-owned directory) through the fd
     // opened by the helper. The identity switch below applies to the run, as for `Exec`.
     let prepared = wasm
         .map(|input| prepare_wasm(plan, input, sock))
         .transpose()?;
+    // Without no_new_privileges, loading a filter needs CAP_SYS_ADMIN: load it now, before
+    // the identity switch drops it (as runc does). With it, as late as possible ([`run`]).
+    let filter = match filter {
+        Some(f) if !plan.process.no_new_privileges => {
+            f.load(prepared.is_some())?;
+            None
+        }
+        other => other,
+    };
     process::switch_identity(plan, warnings)?;
     process::set_umask(&plan.process);
     process::enter_cwd(&plan.process)?;
-    match prepared {
-        Some((job, process)) => Ok(Job::Wasm { job, process }),
-        None => Ok(Job::Exec(Exec::new(
+    let job = match prepared {
+        Some((job, process)) => Job::Wasm { job, process },
+        None => Job::Exec(Exec::new(
             process::resolve_executable(&plan.process)?,
             &plan.process,
-        )?)),
-    }
+        )?),
+    };
+    Ok((job, filter))
 }
 
 /// Closes stray inherited fds (nothing will exec, so close-on-exec flags do not help), then

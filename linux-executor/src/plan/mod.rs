@@ -51,6 +51,7 @@ pub use mounts::{MountKind, MountPlan, Propagation, PropagationKind};
 pub use namespaces::{IdMapping, NamespaceKind, NamespacePlan, id_map_text};
 pub use process::{CapabilitiesPlan, ProcessPlan, RlimitPlan, UserPlan, capability_from_name};
 pub use process::{rlimit_resource, rlimit_resource_from_name};
+pub use seccomp::plan as plan_seccomp;
 pub use seccomp::{DEFAULT_ERRNO, SeccompAction, SeccompArg, SeccompFlags, SeccompPlan, SeccompRule};
 pub use workload::{WasmWorkload, Workload, split_entrypoint};
 
