@@ -79,6 +79,7 @@ pub mod daemon;
 pub mod env;
 pub mod image;
 pub mod leaks;
+pub mod probe;
 pub mod pty;
 pub mod spec;
 pub mod version;

@@ -15,8 +15,11 @@
 //!    the container's devpts, its master sent to the shim, its slave the controlling
 //!    terminal and stdio: [`console`]), hostname, rlimits, identity and capabilities, cwd,
 //!    executable lookup ([`process`]);
+//!    The seccomp filter ([`seccomp`]) is compiled here; without `noNewPrivileges` it is
+//!    loaded before the identity switch (loading needs `CAP_SYS_ADMIN` then, as in runc);
 //! 5. report `Ready` and block on the start barrier; on `Start`, mark every fd above 2
-//!    close-on-exec, restore default signal dispositions and `execve` ([`run`]). The socket
+//!    close-on-exec, restore default signal dispositions, load the seccomp filter (with
+//!    `noNewPrivileges`) and `execve` ([`run`]). The socket
 //!    is close-on-exec, so its EOF tells the shim the exec happened; an exec error is sent
 //!    back and the process exits 127. EOF on the barrier (the shim dropped `Created`) exits 1.
 //!
@@ -33,7 +36,9 @@
 //! the same steps with three differences, detailed in [`wasm`]: the cache directory is
 //! opened in step 1; after pivot_root, while still root, the runner prepares (compiles) the
 //! module, so a bad module fails `Create`; on `Start` the socket is closed explicitly and the
-//! module runs in this process, whose exit status is the module's. There is no `PATH`
+//! module runs in this process, whose exit status is the module's, under the container's
+//! seccomp filter, loaded after the module is compiled and mapped and before the guest
+//! runs, synchronised to every thread of the runtime (TSYNC). There is no `PATH`
 //! lookup ([`WasmRunner::prepare`] checks the module path).
 //!
 //! The shim routes the subcommand first thing in `main`, before any thread exists:
@@ -48,7 +53,11 @@
 //! A binary that can run WebAssembly calls [`main_with`] there instead, with its
 //! [`WasmRunner`].
 //!
-//! Limitations: no seccomp, no hooks (see [`crate::plan`]). The init runs the
+//! Limitations: no hooks, no seccomp agent (`SCMP_ACT_NOTIFY`; see [`crate::plan`]). A
+//! seccomp profile must allow what the init itself does after loading it: with
+//! `noNewPrivileges` only `execve` (the Wasm runtime: what wasmtime needs, which
+//! containerd's default profile allows); without it, the identity switch, `chdir`, the
+//! start barrier's socket I/O, `rt_sigaction`, `close_range` and `execve`, as with runc. The init runs the
 //! shim's binary inside the container's namespaces until `execve` (a Wasm workload: for its
 //! whole life, with the runtime linked in); it is non-dumpable, so
 //! only a process with `CAP_SYS_PTRACE` over it could open its `/proc/<pid>/exe` (a sealed

@@ -8,3 +8,5 @@
 
 #[allow(unused_imports)]
 use amphi_e2e::{Containerd, e2e_test};
+
+mod seccomp;
