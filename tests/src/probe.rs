@@ -33,7 +33,9 @@ pub fn probe_binary() -> &'static Path {
                 .arg(&source),
             GCC_TIMEOUT,
         )
-        .expect_success("gcc -static of tests/fixtures/probe/probe.c (apt-get install gcc libc6-dev)");
+        .expect_success(
+            "gcc -static of tests/fixtures/probe/probe.c (apt-get install gcc libc6-dev)",
+        );
         out
     })
 }

@@ -52,7 +52,9 @@ pub use namespaces::{IdMapping, NamespaceKind, NamespacePlan, id_map_text};
 pub use process::{CapabilitiesPlan, ProcessPlan, RlimitPlan, UserPlan, capability_from_name};
 pub use process::{rlimit_resource, rlimit_resource_from_name};
 pub use seccomp::plan as plan_seccomp;
-pub use seccomp::{DEFAULT_ERRNO, SeccompAction, SeccompArg, SeccompFlags, SeccompPlan, SeccompRule};
+pub use seccomp::{
+    DEFAULT_ERRNO, SeccompAction, SeccompArg, SeccompFlags, SeccompPlan, SeccompRule,
+};
 pub use workload::{WasmWorkload, Workload, split_entrypoint};
 
 /// Everything the init helper needs, validated. See the module docs.

@@ -214,9 +214,7 @@ fn action(
         LinuxSeccompAction::ScmpActTrace => {
             let msg = errno_ret.unwrap_or(0);
             if msg > u32::from(u16::MAX) {
-                return Err(bad(format!(
-                    "trace message {msg} does not fit in 16 bits"
-                )));
+                return Err(bad(format!("trace message {msg} does not fit in 16 bits")));
             }
             return Ok(SeccompAction::Trace(msg));
         }

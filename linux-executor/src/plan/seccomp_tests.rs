@@ -78,10 +78,16 @@ fn notify_is_refused_naming_the_field() {
         ]
     }));
     let e = p.expect_err("NOTIFY refused");
-    assert!(e.to_string().contains("SCMP_ACT_NOTIFY is not supported"), "{e}");
+    assert!(
+        e.to_string().contains("SCMP_ACT_NOTIFY is not supported"),
+        "{e}"
+    );
     assert_eq!(field_of(e), "linux.seccomp.syscalls[1].action");
     let (p, _) = plan_of(json!({"defaultAction": "SCMP_ACT_NOTIFY"}));
-    assert_eq!(field_of(p.expect_err("refused")), "linux.seccomp.defaultAction");
+    assert_eq!(
+        field_of(p.expect_err("refused")),
+        "linux.seccomp.defaultAction"
+    );
 }
 
 #[test]
@@ -101,7 +107,10 @@ fn errno_ret_is_checked() {
     assert!(p.is_err());
     let (p, _) = plan_of(json!({"defaultAction": "SCMP_ACT_KILL", "defaultErrnoRet": 1}));
     let e = p.expect_err("errno on kill");
-    assert!(e.to_string().contains("only valid with SCMP_ACT_ERRNO"), "{e}");
+    assert!(
+        e.to_string().contains("only valid with SCMP_ACT_ERRNO"),
+        "{e}"
+    );
     assert_eq!(field_of(e), "linux.seccomp.defaultAction");
     let p = ok(json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -138,7 +147,10 @@ fn flags() {
             wait_killable_recv: true
         }
     );
-    assert_eq!(ok(json!({"defaultAction": "SCMP_ACT_ERRNO"})).flags, SeccompFlags::default());
+    assert_eq!(
+        ok(json!({"defaultAction": "SCMP_ACT_ERRNO"})).flags,
+        SeccompFlags::default()
+    );
 }
 
 #[test]
@@ -248,8 +260,10 @@ fn unknown_names_are_skipped_and_listed_once() {
     assert_eq!(p.rules[0].name, "read");
     assert_eq!(
         w,
-        ["linux.seccomp: syscalls unknown to libseccomp on this architecture were skipped: \
-          not_a_syscall_a, not_a_syscall_b"]
+        [
+            "linux.seccomp: syscalls unknown to libseccomp on this architecture were skipped: \
+          not_a_syscall_a, not_a_syscall_b"
+        ]
     );
 }
 

@@ -636,7 +636,13 @@ fn unsupported_features_become_warnings() {
 
 #[test]
 fn an_exec_plan_keeps_the_container_and_swaps_the_process() {
-    let container = plan_of(ctr_spec_json()).expect("container plans");
+    let mut spec = ctr_spec_json();
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+    });
+    let container = plan_of(spec).expect("container plans");
+    assert!(container.seccomp.is_some());
     let process: oci_spec::runtime::Process = serde_json::from_value(json!({
         "args": ["ls", "-l"], "cwd": "/tmp", "env": ["A=1"],
         "user": {"uid": 7, "gid": 8},
@@ -650,6 +656,8 @@ fn an_exec_plan_keeps_the_container_and_swaps_the_process() {
     assert_eq!(exec.rootfs, container.rootfs);
     assert_eq!(exec.mounts, container.mounts);
     assert_eq!(exec.workload, Workload::Exec);
+    // The container's seccomp filter applies to its execs, as with runc.
+    assert_eq!(exec.seccomp, container.seccomp);
     // The exec's own warnings only (no capabilities, the ignored label), not the
     // container's.
     assert_eq!(exec.warnings.len(), 2, "{:?}", exec.warnings);

@@ -24,7 +24,9 @@ mod tests;
 
 use std::io::Read;
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use nix::errno::Errno;
 use oci_spec::runtime::{Arch, LinuxSeccompOperator};
 
@@ -32,9 +34,7 @@ use super::error::InitError;
 use crate::plan::{SeccompAction, SeccompArg, SeccompPlan};
 use crate::sys;
 pub(crate) use enosys::Insn;
-use enosys::{
-    AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, ArchLimit,
-};
+use enosys::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, ArchLimit};
 
 /// The kernel's limit on a classic-BPF program (`BPF_MAXINSNS`).
 const MAX_INSNS: usize = 4096;
@@ -72,7 +72,9 @@ pub(crate) fn compile(plan: &SeccompPlan) -> Result<Filter, InitError> {
             .map_err(|e| invalid(format!("architecture {arch:?}: {e}")))?
         {
             ctx.add_arch(scmp).map_err(|e| {
-                invalid(format!("architecture {arch:?} is not supported by libseccomp: {e}"))
+                invalid(format!(
+                    "architecture {arch:?} is not supported by libseccomp: {e}"
+                ))
             })?;
         }
     }
@@ -184,24 +186,29 @@ fn load_error(errno: Errno, flags: u32) -> InitError {
 /// libseccomp's program for `ctx`, through a memfd (`seccomp_export_bpf_mem` needs
 /// libseccomp 2.6).
 fn export(ctx: &ScmpFilterContext) -> Result<Vec<Insn>, InitError> {
-    let memfd = nix::sys::memfd::memfd_create(c"amphi-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(InitError::sys("memfd_create", "seccomp export"))?;
+    let memfd =
+        nix::sys::memfd::memfd_create(c"amphi-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(InitError::sys("memfd_create", "seccomp export"))?;
     ctx.export_bpf(&memfd)
         .map_err(|e| invalid(format!("libseccomp could not export the filter: {e}")))?;
     let mut file = std::fs::File::from(memfd);
     std::io::Seek::rewind(&mut file).map_err(|e| {
-        InitError::sys("lseek", "seccomp export")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        InitError::sys("lseek", "seccomp export")(Errno::from_raw(
+            e.raw_os_error().unwrap_or(libc::EIO),
+        ))
     })?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(|e| {
-        InitError::sys("read", "seccomp export")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        InitError::sys("read", "seccomp export")(Errno::from_raw(
+            e.raw_os_error().unwrap_or(libc::EIO),
+        ))
     })?;
     parse_program(&bytes)
 }
 
 /// `struct sock_filter` array in native byte order.
 fn parse_program(bytes: &[u8]) -> Result<Vec<Insn>, InitError> {
-    if bytes.is_empty() || bytes.len() % 8 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(8) {
         return Err(invalid(format!(
             "libseccomp exported {} bytes, not a whole BPF program",
             bytes.len()

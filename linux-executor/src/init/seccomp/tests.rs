@@ -30,7 +30,10 @@ fn nr(name: &str) -> u32 {
 }
 
 fn x86_64(f: &Filter, name_or_nr: u32, args: &[u64]) -> u32 {
-    run(f.program(), &SeccompData::call(AUDIT_ARCH_X86_64, name_or_nr, args))
+    run(
+        f.program(),
+        &SeccompData::call(AUDIT_ARCH_X86_64, name_or_nr, args),
+    )
 }
 
 #[test]
@@ -134,5 +137,10 @@ fn kernel_refusals_are_classified() {
 fn a_truncated_export_is_an_error() {
     assert!(parse_program(&[0; 12]).is_err());
     assert!(parse_program(&[]).is_err());
-    assert_eq!(parse_program(&[6, 0, 0, 0, 0, 0, 0xff, 0x7f]).expect("one insn").len(), 1);
+    assert_eq!(
+        parse_program(&[6, 0, 0, 0, 0, 0, 0xff, 0x7f])
+            .expect("one insn")
+            .len(),
+        1
+    );
 }
