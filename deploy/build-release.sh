@@ -13,6 +13,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 triple=x86_64-unknown-linux-gnu
+# libseccomp (Debian's libseccomp-dev) is linked statically too.
+export LIBSECCOMP_LINK_TYPE=static
+export LIBSECCOMP_LIB_PATH="${LIBSECCOMP_LIB_PATH:-/usr/lib/x86_64-linux-gnu}"
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
   cargo build --release -p amphi-shim --target "$triple" >&2
 target=${CARGO_TARGET_DIR:-$repo/target}

@@ -20,11 +20,13 @@ die() { say "ERROR: $*"; exit 1; }
 
 # What the tests use: containerd 1.6 (daemon, ctr, runc shim) and runc as the reference
 # runtime, umoci + tar + busybox-static to build the test image, protoc for the ttrpc/prost
-# build scripts, iproute2 for network checks, skopeo for image layouts; qemu-system-x86,
-# kmod (depmod) and apparmor (apparmor_parser) for the cgroup v2 lane in a VM (tests/vm).
+# build scripts, iproute2 for network checks, skopeo for image layouts, libseccomp-dev and
+# pkg-config to build and link the seccomp support (statically in the release binary);
+# qemu-system-x86, kmod (depmod) and apparmor (apparmor_parser) for the cgroup v2 lane in a
+# VM (tests/vm).
 packages=(
   containerd runc umoci busybox-static skopeo protobuf-compiler iproute2
-  ca-certificates tar coreutils util-linux procps gcc libc6-dev
+  ca-certificates tar coreutils util-linux procps gcc libc6-dev libseccomp-dev pkg-config
   qemu-system-x86 kmod apparmor
 )
 

@@ -277,6 +277,42 @@ pub(crate) fn recv_with_fds(
     Ok((msg.bytes, fds))
 }
 
+// `Insn` must be laid out as `struct sock_filter` for `seccomp_set_filter`.
+const _: () = assert!(
+    std::mem::size_of::<crate::init::seccomp::Insn>() == std::mem::size_of::<libc::sock_filter>()
+);
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog)`: installs `program` on this thread (all
+/// threads with `SECCOMP_FILTER_FLAG_TSYNC`). Returns the kernel's non-negative result: 0,
+/// or with TSYNC the id of a thread that could not be synchronised.
+pub(crate) fn seccomp_set_filter(
+    program: &[crate::init::seccomp::Insn],
+    flags: u32,
+) -> io::Result<i64> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        // `Insn` is `#[repr(C)]` with the fields of `struct sock_filter` in order.
+        filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: `prog` points at `program`, `len` instructions of the layout of
+    // `struct sock_filter`, alive for the whole call; the kernel copies the program and
+    // never writes through the pointer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! The test image: busybox-static in an OCI layout built with umoci, nothing downloaded.
+//! The test image: busybox-static (and the syscall probe, [`crate::probe`]) in an OCI layout
+//! built with umoci, nothing downloaded.
 //!
 //! [`busybox`] builds the layout once per test process (a `OnceLock`) under
 //! `<target>/amphi-e2e/busybox-<pid>-<random>/` and tars it; every daemon then imports the
@@ -101,7 +102,8 @@ pub fn build_busybox(parent: &Path) -> BusyboxImage {
     }
 }
 
-/// Copies busybox into `rootfs/bin` with a symlink for every applet it provides.
+/// Copies busybox into `rootfs/bin` with a symlink for every applet it provides, and the
+/// syscall probe ([`crate::probe`]).
 fn populate_rootfs(rootfs: &Path) {
     let busybox = Path::new(BUSYBOX);
     assert!(
@@ -140,6 +142,7 @@ fn populate_rootfs(rootfs: &Path) {
     );
     write(&rootfs.join("etc/group"), "root:x:0:\n");
     write(&rootfs.join("etc/hostname"), "busybox\n");
+    crate::probe::install(rootfs);
 }
 
 fn umoci(args: &[&str]) {

@@ -44,6 +44,7 @@
 //! | `tests/faults.rs` | containerd restarted under a running task (no output lost through the test's own FIFO, Connect/Pids after reconnect, then kill/delete), ten containers of one pod (`io.kubernetes.cri.sandbox-id`, nine Linux and a Wasm one) in one shim that outlives its first containers and exits with the last, Wait held open during concurrent State/Pids/Stats/Exec, then Kill, 200 create/start/wait/delete cycles four at a time (Linux and Wasm) with the pod shim's fd count unchanged | ✓ | | ✓ |
 //! | `tests/cri.rs` | containerd's CRI plugin with RuntimeClass handler `amphi` (`src/cri.rs`, the `k8s-cri` client): a host-network pod with a Linux and two Wasm containers under one shim next to its pause container, CRI logs, ExecSync output and exit code, ContainerStats (working set, CPU) for Linux and Wasm, pod removal leaves nothing; a container over its memory limit reported exit 137, reason OOMKilled (from TaskOOM) | ✓ | | ✓ |
 //! | `tests/control.rs` | pause/resume of a counting Linux container (stops counting, `task ls` PAUSED, cgroup frozen, `/tasks/paused` then `/tasks/resumed`, wrong states refused, SIGKILL while paused → 137) and of a spinning Wasm guest (no CPU time while frozen), `Tasks.Update` (gRPC, as CRI sends it) raising the memory limit lets a refused allocation succeed, bad JSON → INVALID_ARGUMENT, `/tasks/oom` and the OOM-kill counter in metrics, `task metrics` of a Linux and a Wasm container | ✓ | | ✓ |
+//! | `tests/attack/` | attacks from inside containers, one module per defence: seccomp (containerd's default profile, a custom one with argument conditions, ENOSYS for newer syscalls, NNP against setuid, execs and the Wasm PID 1 filtered), the sealed helper binary (`/proc/1/exe` of a Wasm PID 1 is read-only and not the host's file), host device nodes, a Wasm guest against `/proc`, `..` and symlinks out of its preopens, the compiled-module cache from a `CAP_SYS_PTRACE` neighbour, hostile modules, LSM labels never dropped | ✓ | | ✓ |
 //! | `tests/features.rs` | `--env`, `--cwd`, `--read-only`, bind mount ro, `--memory-limit` OOM → 137, pids limit (`--config` spec), `--with-ns network`, `--uidmap/--gidmap`, `task ps`, `task metrics`, event order | | | ✓ |
 //!
 //! `tests/harness.rs` checks the harness itself on all three versions: the leak checks must
@@ -79,6 +80,7 @@ pub mod daemon;
 pub mod env;
 pub mod image;
 pub mod leaks;
+pub mod probe;
 pub mod pty;
 pub mod spec;
 pub mod version;

@@ -17,8 +17,11 @@
 //!    the container's devpts, its master sent to the shim, its slave the controlling
 //!    terminal and stdio: [`console`]), rlimits, identity and capabilities, cwd,
 //!    executable lookup ([`process`]);
+//!    The seccomp filter ([`seccomp`]) is compiled here; without `noNewPrivileges` it is
+//!    loaded before the identity switch (loading needs `CAP_SYS_ADMIN` then, as in runc);
 //! 5. report `Ready` and block on the start barrier; on `Start`, mark every fd above 2
-//!    close-on-exec, restore default signal dispositions and `execve` ([`run`]). The socket
+//!    close-on-exec, restore default signal dispositions, load the seccomp filter (with
+//!    `noNewPrivileges`) and `execve` ([`run`]). The socket
 //!    is close-on-exec, so its EOF tells the shim the exec happened; an exec error is sent
 //!    back and the process exits 127. EOF on the barrier (the shim dropped `Created`) exits 1.
 //!
@@ -40,7 +43,9 @@
 //! ever sees a process holding a host handle; after pivot_root, while still root, the
 //! guest's directories are opened as detached clones; on `Start` the socket is closed
 //! explicitly and the module runs in this process, whose exit status is the module's. There
-//! is no `PATH` lookup ([`WasmRunner::prepare`] checks the module path).
+//! is no `PATH` lookup ([`WasmRunner::prepare`] checks the module path). The module runs
+//! under the container's seccomp filter, loaded after the module is compiled and mapped and
+//! before the guest runs, synchronised to every thread of the runtime (TSYNC).
 //!
 //! The shim routes the subcommand first thing in `main`, before any thread exists:
 //!
@@ -60,7 +65,11 @@
 //! every inherited descriptor but its socket (and an exec's pidfd) first, and uses the
 //! host's `/proc` only before the fork, in the helper, which the container cannot see.
 //!
-//! Limitations: no seccomp, no hooks (see [`crate::plan`]).
+//! Limitations: no hooks, no seccomp agent (`SCMP_ACT_NOTIFY`; see [`crate::plan`]). A
+//! seccomp profile must allow what the init itself does after loading it: with
+//! `noNewPrivileges` only `execve` (the Wasm runtime: what wasmtime needs, which
+//! containerd's default profile allows); without it, the identity switch, `chdir`, the
+//! start barrier's socket I/O, `rt_sigaction`, `close_range` and `execve`, as with runc.
 
 mod cgroupfs;
 mod console;
@@ -74,6 +83,7 @@ mod process;
 pub(crate) mod protocol;
 mod rootfs;
 mod run;
+pub(crate) mod seccomp;
 mod wasm;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -87,6 +97,7 @@ use crate::sys;
 use error::InitError;
 use protocol::{FromInit, INIT_PIDFD_FD, INIT_SOCKET_FD, ToInit, recv_msg, send_msg};
 use run::{Exec, Job};
+use seccomp::Filter;
 use wasm::WasmInput;
 pub use wasm::{GuestDir, HostFiles, PreparedWasm, WasmPrepareError, WasmProcess, WasmRunner};
 
@@ -320,8 +331,8 @@ fn container_init(
     host_lsm: lsm::HostLsm,
 ) -> ! {
     let mut warnings = Vec::new();
-    let job = match setup(plan, wasm, sock.as_fd(), exec, host_lsm, &mut warnings) {
-        Ok(job) => job,
+    let (job, seccomp) = match setup(plan, wasm, sock.as_fd(), exec, host_lsm, &mut warnings) {
+        Ok(ready) => ready,
         Err(e) => fail(sock.as_fd(), &e),
     };
     for w in warnings {
@@ -335,11 +346,12 @@ fn container_init(
         // EOF: the shim dropped the container before starting it.
         _ => sys::exit_now(1),
     }
-    run::run(sock, job)
+    run::run(sock, job, seccomp)
 }
 
 /// Step 4 of the module docs; for a Wasm workload (already prepared by the helper), also
-/// the guest's directories ([`wasm`]). An exec skips the container's own setup.
+/// the guest's directories ([`wasm`]). An exec skips the container's own setup. Returns the
+/// job and the seccomp filter still to load right before it runs.
 fn setup(
     plan: &InitPlan,
     wasm: Option<Box<dyn PreparedWasm>>,
@@ -347,7 +359,7 @@ fn setup(
     exec: bool,
     host_lsm: lsm::HostLsm,
     warnings: &mut Vec<String>,
-) -> Result<Job, InitError> {
+) -> Result<(Job, Option<Filter>), InitError> {
     setsid().map_err(InitError::sys("setsid", "container init"))?;
     lsm::check(plan, host_lsm, warnings)?;
     let pty = if !exec {
@@ -361,6 +373,8 @@ fn setup(
         console::hand_over(pty, sock, plan.process.console_size)?;
     }
     process::set_rlimits(&plan.process)?;
+    // Compiled before the barrier, so a profile the library refuses fails `Create`.
+    let filter = plan.seccomp.as_ref().map(seccomp::compile).transpose()?;
     // Still root, after pivot_root: the guest's directories are detached clones, which
     // needs CAP_SYS_ADMIN. The identity switch below applies to the run, as for `Exec`.
     let prepared = wasm
@@ -369,16 +383,27 @@ fn setup(
             wasm::open_guest_dirs(&process).map(|dirs| (job, process, dirs))
         })
         .transpose()?;
-    // Labels before no_new_privileges (runc's order), and before the identity switch.
+    // Labels before the seccomp filter (their private procfs needs fsopen) and before
+    // no_new_privileges and the identity switch (runc's order).
     lsm::apply(plan, host_lsm, prepared.is_some())?;
+    // Without no_new_privileges, loading a filter needs CAP_SYS_ADMIN: load it now, before
+    // the identity switch drops it (as runc does). With it, as late as possible ([`run`]).
+    let filter = match filter {
+        Some(f) if !plan.process.no_new_privileges => {
+            f.load(prepared.is_some())?;
+            None
+        }
+        other => other,
+    };
     process::switch_identity(plan, warnings)?;
     process::set_umask(&plan.process);
     process::enter_cwd(&plan.process)?;
-    match prepared {
-        Some((job, process, dirs)) => Ok(Job::Wasm { job, process, dirs }),
-        None => Ok(Job::Exec(Exec::new(
+    let job = match prepared {
+        Some((job, process, dirs)) => Job::Wasm { job, process, dirs },
+        None => Job::Exec(Exec::new(
             process::resolve_executable(&plan.process)?,
             &plan.process,
-        )?)),
-    }
+        )?),
+    };
+    Ok((job, filter))
 }

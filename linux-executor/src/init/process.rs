@@ -10,7 +10,8 @@
 //!
 //! Limitations: capabilities the helper does not hold itself (e.g. `CAP_SYS_RESOURCE` on
 //! hosts whose bounding set lacks it) are dropped from the requested sets with a warning, as
-//! the runtime spec allows; no seccomp.
+//! the runtime spec allows. The seccomp filter that follows NNP is loaded by the caller
+//! ([`super::seccomp`]).
 
 use std::collections::HashSet;
 use std::ffi::CString;

@@ -2,13 +2,18 @@
 //! the workload.
 //!
 //! Both kinds first restore default signal dispositions and an empty signal mask, so the
-//! workload starts as a freshly exec'd program would. Then:
-//! - `Exec`: every fd above 2 is marked close-on-exec and the program is `execve`d. The
+//! workload starts as a freshly exec'd program would. The seccomp filter, when the init
+//! did not load it already (it does, before the identity switch, without
+//! `no_new_privileges`), is loaded as the very last step before the workload. Then:
+//! - `Exec`: every fd above 2 is marked close-on-exec, the filter is loaded, and the
+//!   program is `execve`d. The
 //!   barrier socket closes with the exec, which the shim reads as "started"; an exec error is
 //!   sent back (`ExecFailed`) and the process exits 127.
 //! - `Wasm`: stray fds above 2 were already closed by the helper, before it opened the
-//!   cache and prepared the module (see [`super::wasm`]); the barrier socket is closed here, explicitly (the same EOF the shim
-//!   waits for), then the module runs and its status is this process's exit status
+//!   cache and prepared the module (see [`super::wasm`]); the barrier socket is closed here,
+//!   explicitly (the same EOF the shim waits for) after the filter is loaded with
+//!   `SECCOMP_FILTER_FLAG_TSYNC` (the runtime may have threads by now), then the module runs
+//!   and its status is this process's exit status
 //!   (`_exit`, after flushing Rust's stdout buffer).
 //!
 //! Limitations: a panic inside the runner unwinds out of `main` (exit status 101, message on
@@ -24,6 +29,7 @@ use nix::unistd::execve;
 
 use super::error::InitError;
 use super::protocol::{FromInit, send_msg};
+use super::seccomp::Filter;
 use super::wasm::{GuestDir, PreparedWasm, WasmProcess};
 use crate::plan::ProcessPlan;
 use crate::sys;
@@ -68,19 +74,28 @@ pub(super) enum Job {
     },
 }
 
-/// Runs `job`; never returns.
-pub(super) fn run(sock: OwnedFd, job: Job) -> ! {
+/// Runs `job`, loading `seccomp` (when not loaded already) as the last step before the
+/// workload; never returns.
+pub(super) fn run(sock: OwnedFd, job: Job, seccomp: Option<Filter>) -> ! {
     if let Err(err) = default_signals() {
         let _ = send_msg(sock.as_fd(), &FromInit::ExecFailed(err.report()));
         sys::exit_now(127)
     }
     match job {
         Job::Exec(exec) => {
-            let err = exec_workload(&exec);
+            let err = exec_workload(&exec, seccomp.as_ref());
             let _ = send_msg(sock.as_fd(), &FromInit::ExecFailed(err.report()));
             sys::exit_now(127)
         }
         Job::Wasm { job, process, dirs } => {
+            // The module is compiled and mapped; the runtime may have started threads, so
+            // the filter is synchronised to all of them (TSYNC).
+            if let Some(filter) = &seccomp
+                && let Err(err) = filter.load(true)
+            {
+                let _ = send_msg(sock.as_fd(), &FromInit::ExecFailed(err.report()));
+                sys::exit_now(127)
+            }
             // The shim's `Created::start` returns once it reads EOF here.
             drop(sock);
             let code = job.run(&process, dirs);
@@ -102,10 +117,15 @@ fn default_signals() -> Result<(), InitError> {
         .map_err(InitError::sys("sigprocmask", ""))
 }
 
-/// Fd hygiene and `execve`. Returns only on failure.
-fn exec_workload(exec: &Exec) -> InitError {
+/// Fd hygiene, the seccomp filter, and `execve`. Returns only on failure.
+fn exec_workload(exec: &Exec, seccomp: Option<&Filter>) -> InitError {
     if let Err(e) = sys::cloexec_from(3) {
         return InitError::sys("close_range", "fds above 2")(errno_of(&e));
+    }
+    if let Some(filter) = seccomp
+        && let Err(e) = filter.load(false)
+    {
+        return e;
     }
     match execve(&exec.path, &exec.argv, &exec.envp) {
         Err(Errno::ENOENT) => InitError::NotFound(format!(

@@ -13,17 +13,18 @@
 //! - mounts: option strings parsed into mount flags, propagation and filesystem data
 //!   ([`mounts`]); default devices merged with `linux.devices`;
 //! - the process: args, env, cwd, user, capabilities, rlimits ([`process`]);
+//! - seccomp: default action, architectures, flags and rules ([`seccomp`]);
 //! - the workload: always [`Workload::Exec`] here; the shim switches a container to a
 //!   WebAssembly module with [`InitPlan::with_workload`] ([`workload`]);
-//! - `warnings`: spec features accepted but not applied (seccomp, AppArmor, SELinux, hooks...),
-//!   for the shim to log.
+//! - `warnings`: spec features accepted but not applied (AppArmor, SELinux, hooks...), and
+//!   seccomp syscall names the library does not know (skipped), for the shim to log.
 //!
 //! An exec into a running container reuses its container's plan: [`InitPlan::for_exec`] swaps
-//! in the process planned from the exec's `Process` (same validation as the init's), and the
-//! init helper joins the container's namespaces instead of building them
+//! in the process planned from the exec's `Process` (same validation as the init's; the
+//! container's seccomp filter is kept, as runc does), and the init helper joins the container's namespaces instead of building them
 //! ([`InitPlan::exec_namespaces`]).
 //!
-//! Limitations: seccomp, LSM labels, hooks, personality, I/O priority, scheduler, CPU
+//! Limitations: LSM labels, hooks, personality, I/O priority, scheduler, CPU
 //! affinity and time offsets are not applied (warnings); a
 //! missing `process.capabilities` means no capability at all (least privilege) rather than
 //! runc's "keep everything".
@@ -32,6 +33,7 @@ mod devices;
 mod mounts;
 mod namespaces;
 mod process;
+mod seccomp;
 #[cfg(test)]
 mod tests;
 mod workload;
@@ -49,6 +51,10 @@ pub use mounts::{MountKind, MountPlan, Propagation, PropagationKind};
 pub use namespaces::{IdMapping, NamespaceKind, NamespacePlan, id_map_text};
 pub use process::{CapabilitiesPlan, ProcessPlan, RlimitPlan, UserPlan, capability_from_name};
 pub use process::{rlimit_resource, rlimit_resource_from_name};
+pub use seccomp::plan as plan_seccomp;
+pub use seccomp::{
+    DEFAULT_ERRNO, SeccompAction, SeccompArg, SeccompFlags, SeccompPlan, SeccompRule,
+};
 pub use workload::{WasmWorkload, Workload, split_entrypoint};
 
 /// Everything the init helper needs, validated. See the module docs.
@@ -84,6 +90,10 @@ pub struct InitPlan {
     pub sysctls: Vec<(String, String)>,
     /// The process to run.
     pub process: ProcessPlan,
+    /// `linux.seccomp`: the filter loaded last, right before the workload runs (execs get
+    /// the container's filter too).
+    #[serde(default)]
+    pub seccomp: Option<SeccompPlan>,
     /// What the init runs after the start barrier: `execve` (the default) or a Wasm module.
     #[serde(default)]
     pub workload: Workload,
@@ -210,6 +220,14 @@ pub enum PlanError {
     /// A sysctl name is invalid.
     #[error("linux.sysctl: {0:?} is not a valid sysctl name")]
     BadSysctl(String),
+    /// `linux.seccomp` cannot be honoured as written.
+    #[error("{field}: {reason}")]
+    Seccomp {
+        /// The offending field (`linux.seccomp.syscalls[2].args[0].index`...).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `linux.rootfsPropagation` has an unknown value.
     #[error("linux.rootfsPropagation: unknown propagation {0:?}")]
     BadRootfsPropagation(String),
@@ -279,6 +297,11 @@ impl InitPlan {
             check_nul("linux.sysctl", [name, value])?;
         }
 
+        let seccomp = linux
+            .seccomp()
+            .as_ref()
+            .map(|s| seccomp::plan(s, &mut warnings))
+            .transpose()?;
         unsupported_warnings(spec, &mut warnings);
 
         Ok(InitPlan {
@@ -301,6 +324,7 @@ impl InitPlan {
             domainname,
             sysctls,
             process,
+            seccomp,
             workload: Workload::Exec,
             mount_label: process::label(linux.mount_label(), "linux.mountLabel")?,
             warnings,
@@ -398,9 +422,6 @@ fn unsupported_warnings(spec: &Spec, warnings: &mut Vec<String>) {
     let mut warn =
         |what: &str| warnings.push(format!("{what} is not supported yet and was ignored"));
     if let Some(linux) = spec.linux() {
-        if linux.seccomp().is_some() {
-            warn("linux.seccomp");
-        }
         if linux.personality().is_some() {
             warn("linux.personality");
         }

@@ -626,13 +626,23 @@ fn unsupported_features_become_warnings() {
     spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
     spec["linux"]["personality"] = json!({"domain": "LINUX"});
     let plan = plan_of(spec).expect("valid");
-    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-    assert!(plan.warnings[0].starts_with("linux.seccomp is not supported yet"));
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(plan.warnings[0].starts_with("linux.personality is not supported yet"));
+    assert_eq!(
+        plan.seccomp.map(|s| s.default_action),
+        Some(SeccompAction::Errno(DEFAULT_ERRNO))
+    );
 }
 
 #[test]
 fn an_exec_plan_keeps_the_container_and_swaps_the_process() {
-    let container = plan_of(ctr_spec_json()).expect("container plans");
+    let mut spec = ctr_spec_json();
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+    });
+    let container = plan_of(spec).expect("container plans");
+    assert!(container.seccomp.is_some());
     let process: oci_spec::runtime::Process = serde_json::from_value(json!({
         "args": ["ls", "-l"], "cwd": "/tmp", "env": ["A=1"],
         "user": {"uid": 7, "gid": 8},
@@ -646,6 +656,8 @@ fn an_exec_plan_keeps_the_container_and_swaps_the_process() {
     assert_eq!(exec.rootfs, container.rootfs);
     assert_eq!(exec.mounts, container.mounts);
     assert_eq!(exec.workload, Workload::Exec);
+    // The container's seccomp filter applies to its execs, as with runc.
+    assert_eq!(exec.seccomp, container.seccomp);
     // The exec's own warnings only (no capabilities), not the container's; its label is
     // planned, not dropped.
     assert_eq!(exec.warnings.len(), 1, "{:?}", exec.warnings);

@@ -14,4 +14,5 @@ mod devices;
 mod hostile_module;
 mod lsm;
 mod sealed;
+mod seccomp;
 mod wasm_guest;
