@@ -32,6 +32,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
@@ -229,15 +230,22 @@ fn ctx_error(what: &str, e: rustix::io::Errno) -> io::Error {
     io::Error::from(e).with_context(what)
 }
 
-/// An empty, private directory under `/run`, removed on drop.
+/// A new empty directory under `/run` (unique to this process and instant), removed on
+/// drop.
 struct EmptyDir(PathBuf);
 
 impl EmptyDir {
     fn new() -> io::Result<EmptyDir> {
-        let template = Path::new("/run").join("amphi-seal-XXXXXX");
-        nix::unistd::mkdtemp(&template)
-            .map(EmptyDir)
-            .map_err(|e| io::Error::from(e).with_context(&format!("mkdtemp {template:?}")))
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let dir = Path::new("/run").join(format!("amphi-seal-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o500)
+            .create(&dir)
+            .map(|()| EmptyDir(dir.clone()))
+            .map_err(|e| e.with_context(&format!("mkdir {dir:?}")))
     }
 }
 
