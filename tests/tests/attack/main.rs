@@ -9,6 +9,7 @@
 #[allow(unused_imports)]
 use amphi_e2e::{Containerd, e2e_test};
 
+mod baseline;
 mod cache;
 mod devices;
 mod hostile_module;
