@@ -38,9 +38,25 @@ must mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 must mkdir -p /dev/shm
 must mount -t tmpfs -o mode=1777 shm /dev/shm
+# The command's directory and cargo's target directory come from the host's `/`; the tmpfs
+# mounted below over a parent of theirs (a repository cloned under /tmp, say) would hide
+# them, so they are carried over onto it with a bind mount.
+read -r cwd < "$share/cwd" || cwd=
+target=$(tr '\0' '\n' < "$share/env" | sed -n 's/^CARGO_TARGET_DIR=//p')
+keep=()
+for p in "$cwd" "$target"; do
+  case "$p" in /tmp/*|/var/tmp/*|/run/*) ;; *) continue ;; esac
+  must mkdir -p "/mnt/keep/${#keep[@]}"
+  must mount --bind "$p" "/mnt/keep/${#keep[@]}"
+  keep+=("$p")
+done
 must mount -t tmpfs -o mode=755 tmpfs /run
 must mount -t tmpfs -o mode=1777 tmpfs /tmp
 must mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+for i in "${!keep[@]}"; do
+  must mkdir -p "${keep[$i]}"
+  must mount --move "/mnt/keep/$i" "${keep[$i]}"
+done
 # containerd's overlayfs snapshotter refuses an overlayfs upper layer: tmpfs for its state.
 for d in /var/lib/amphi /var/lib/containerd /var/lib/cni; do
   must mkdir -p "$d"

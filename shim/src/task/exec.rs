@@ -251,12 +251,10 @@ mod tests {
         assert_eq!(plan.process.rlimits[0].soft, 32);
         assert!(plan.process.no_new_privileges);
         assert_eq!(plan.workload, Workload::Exec);
-        assert!(
-            plan.warnings
-                .iter()
-                .any(|w| w.contains("process.apparmorProfile")),
-            "{:?}",
-            plan.warnings
+        // The exec's own AppArmor profile is planned (applied or refused by the init).
+        assert_eq!(
+            plan.process.apparmor_profile.as_deref(),
+            Some("cri-containerd.apparmor.d")
         );
     }
 
