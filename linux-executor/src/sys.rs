@@ -148,7 +148,7 @@ pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
 }
 
 /// Restores the default disposition of the signals the Rust runtime or the shim may have
-/// changed (SIGPIPE is ignored by Rust's `main`), so the workload starts with defaults.
+/// changed (Rust's `main` sets SIGPIPE to SIG_IGN), so the workload starts with defaults.
 pub(crate) fn reset_signal_dispositions() -> io::Result<()> {
     for sig in [
         libc::SIGPIPE,

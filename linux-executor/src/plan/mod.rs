@@ -16,17 +16,17 @@
 //! - seccomp: default action, architectures, flags and rules ([`seccomp`]);
 //! - the workload: always [`Workload::Exec`] here; the shim switches a container to a
 //!   WebAssembly module with [`InitPlan::with_workload`] ([`workload`]);
-//! - `warnings`: spec features accepted but not applied (AppArmor, SELinux, hooks...), and
-//!   seccomp syscall names the library does not know (skipped), for the shim to log.
+//! - `warnings`: notes for the shim to log (capabilities the host cannot grant, seccomp
+//!   syscall names the library does not know, which runc skips too).
 //!
 //! An exec into a running container reuses its container's plan: [`InitPlan::for_exec`] swaps
 //! in the process planned from the exec's `Process` (same validation as the init's; the
 //! container's seccomp filter is kept, as runc does), and the init helper joins the container's namespaces instead of building them
 //! ([`InitPlan::exec_namespaces`]).
 //!
-//! Limitations: LSM labels, hooks, personality, I/O priority, scheduler, CPU
-//! affinity and time offsets are not applied (warnings); a
-//! missing `process.capabilities` means no capability at all (least privilege) rather than
+//! Limitations: hooks, personality, I/O priority, scheduler, CPU affinity, Intel RDT and
+//! time offsets are not implemented and are refused (INVALID_ARGUMENT naming the field),
+//! never dropped; a missing `process.capabilities` means no capability at all (least privilege) rather than
 //! runc's "keep everything".
 
 mod devices;
@@ -228,6 +228,9 @@ pub enum PlanError {
         /// What is wrong.
         reason: String,
     },
+    /// A spec setting amphi does not implement: refused rather than ignored.
+    #[error("{0} is not supported by amphi")]
+    Unsupported(&'static str),
     /// `linux.rootfsPropagation` has an unknown value.
     #[error("linux.rootfsPropagation: unknown propagation {0:?}")]
     BadRootfsPropagation(String),
@@ -255,7 +258,7 @@ impl InitPlan {
         let process = process::plan(process_spec, &mut warnings)?;
         check_id_mappings(new_userns, &uid_mappings, &gid_mappings, &process.user)?;
 
-        let mounts = mounts::plan(spec.mounts().as_deref().unwrap_or_default(), &mut warnings)?;
+        let mounts = mounts::plan(spec.mounts().as_deref().unwrap_or_default())?;
         let setup_dev = !mounts.iter().any(|m| {
             m.destination == Path::new("/dev") && matches!(m.kind, MountKind::Bind { .. })
         });
@@ -302,7 +305,7 @@ impl InitPlan {
             .as_ref()
             .map(|s| seccomp::plan(s, &mut warnings))
             .transpose()?;
-        unsupported_warnings(spec, &mut warnings);
+        refuse_unsupported(spec)?;
 
         Ok(InitPlan {
             rootfs: rootfs.to_path_buf(),
@@ -345,7 +348,7 @@ impl InitPlan {
             &self.gid_mappings,
             &planned.user,
         )?;
-        process_warnings(process, &mut warnings);
+        refuse_unsupported_process(process)?;
         Ok(InitPlan {
             process: planned,
             workload: Workload::Exec,
@@ -418,39 +421,38 @@ fn container_paths(
     Ok(out)
 }
 
-fn unsupported_warnings(spec: &Spec, warnings: &mut Vec<String>) {
-    let mut warn =
-        |what: &str| warnings.push(format!("{what} is not supported yet and was ignored"));
+/// Spec settings amphi cannot apply are refused, never dropped: each names its field.
+fn refuse_unsupported(spec: &Spec) -> Result<(), PlanError> {
     if let Some(linux) = spec.linux() {
         if linux.personality().is_some() {
-            warn("linux.personality");
+            return Err(PlanError::Unsupported("linux.personality"));
         }
         if linux.intel_rdt().is_some() {
-            warn("linux.intelRdt");
+            return Err(PlanError::Unsupported("linux.intelRdt"));
         }
         if linux.time_offsets().is_some() {
-            warn("linux.timeOffsets");
+            return Err(PlanError::Unsupported("linux.timeOffsets"));
         }
     }
     if let Some(p) = spec.process() {
-        process_warnings(p, warnings);
+        refuse_unsupported_process(p)?;
     }
     if spec.hooks().is_some() {
-        warnings.push("hooks is not supported yet and was ignored".into());
+        return Err(PlanError::Unsupported("hooks"));
     }
+    Ok(())
 }
 
-/// The `process` settings that are accepted but not applied.
-fn process_warnings(p: &oci_spec::runtime::Process, warnings: &mut Vec<String>) {
-    let mut warn =
-        |what: &str| warnings.push(format!("{what} is not supported yet and was ignored"));
+/// The `process` settings amphi cannot apply (the init's and an exec's).
+fn refuse_unsupported_process(p: &oci_spec::runtime::Process) -> Result<(), PlanError> {
     if p.io_priority().is_some() {
-        warn("process.ioPriority");
+        return Err(PlanError::Unsupported("process.ioPriority"));
     }
     if p.scheduler().is_some() {
-        warn("process.scheduler");
+        return Err(PlanError::Unsupported("process.scheduler"));
     }
     if p.exec_cpu_affinity().is_some() {
-        warn("process.execCPUAffinity");
+        return Err(PlanError::Unsupported("process.execCPUAffinity"));
     }
+    Ok(())
 }

@@ -6,8 +6,8 @@
 //! mount(8) and the OCI spec's list (`config.md`, "Mounts").
 //!
 //! Limitations: recursive mount attributes (`rro`, `rnosuid`, ...) and id-mapped mounts
-//! (`idmap`, `ridmap`) are rejected; `tmpcopyup` and `x-*` options are ignored (warning for
-//! `tmpcopyup`). Bind sources must be absolute (bundle-relative sources are not resolved).
+//! (`idmap`, `ridmap`) are rejected; `tmpcopyup` is refused; `x-*` options (userspace
+//! hints for mount helpers) are ignored. Bind sources must be absolute (bundle-relative sources are not resolved).
 
 use std::path::PathBuf;
 
@@ -171,22 +171,15 @@ fn option_effect(option: &str) -> OptionEffect {
 }
 
 /// Plans every entry of `mounts`.
-pub(super) fn plan(
-    mounts: &[oci_spec::runtime::Mount],
-    warnings: &mut Vec<String>,
-) -> Result<Vec<MountPlan>, PlanError> {
+pub(super) fn plan(mounts: &[oci_spec::runtime::Mount]) -> Result<Vec<MountPlan>, PlanError> {
     mounts
         .iter()
         .enumerate()
-        .map(|(index, m)| plan_one(index, m, warnings))
+        .map(|(index, m)| plan_one(index, m))
         .collect()
 }
 
-fn plan_one(
-    index: usize,
-    m: &oci_spec::runtime::Mount,
-    warnings: &mut Vec<String>,
-) -> Result<MountPlan, PlanError> {
+fn plan_one(index: usize, m: &oci_spec::runtime::Mount) -> Result<MountPlan, PlanError> {
     let destination = m.destination().clone();
     if !is_clean_absolute(&destination) {
         return Err(PlanError::RelativeMountDestination { index, destination });
@@ -213,10 +206,11 @@ fn plan_one(
             OptionEffect::Unsupported => {
                 return Err(bad(format!("unsupported mount option {option:?}")));
             }
-            OptionEffect::Data if option == "tmpcopyup" => warnings.push(format!(
-                "mounts[{index}] ({}): option \"tmpcopyup\" is not supported and was ignored",
-                destination.display()
-            )),
+            OptionEffect::Data if option == "tmpcopyup" => {
+                return Err(bad(
+                    "mount option \"tmpcopyup\" is not supported by amphi".to_string()
+                ));
+            }
             OptionEffect::Data => data.push(option.clone()),
         }
     }

@@ -4,8 +4,8 @@
 //! rlimits as canonical names (`RLIMIT_NOFILE`) checked against the kernel's list; the helper
 //! converts both again with the same functions, so a plan that validated here applies there.
 //!
-//! Limitations: `process.user.username` is ignored (the shim resolves users before us);
-//! `commandLine` (Windows) is ignored.
+//! Limitations: `process.user.username` and `commandLine` are Windows fields with no
+//! meaning here (containerd resolves Linux users into uid and gid before the spec).
 
 use std::str::FromStr;
 

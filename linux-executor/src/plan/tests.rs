@@ -241,16 +241,11 @@ fn bad_mounts_are_rejected_naming_the_field() {
 }
 
 #[test]
-fn tmpcopyup_is_a_warning() {
+fn tmpcopyup_is_refused() {
     let mut spec = ctr_spec_json();
     spec["mounts"] = json!([{"destination": "/t", "type": "tmpfs", "options": ["tmpcopyup"]}]);
-    let plan = plan_of(spec).expect("valid");
-    assert_eq!(plan.mounts[0].data, "");
-    assert!(
-        plan.warnings[0].contains("tmpcopyup"),
-        "{:?}",
-        plan.warnings
-    );
+    let err = plan_of(spec).expect_err("tmpcopyup cannot be honoured");
+    assert!(err.to_string().contains("tmpcopyup"), "{err}");
 }
 
 #[test]
@@ -621,13 +616,57 @@ fn sysctls_and_propagation_are_validated() {
 }
 
 #[test]
-fn unsupported_features_become_warnings() {
+fn unimplemented_settings_are_refused_naming_the_field() {
+    for (path, value, field) in [
+        (
+            "linux.personality",
+            json!({"domain": "LINUX"}),
+            "linux.personality",
+        ),
+        (
+            "linux.timeOffsets",
+            json!({"monotonic": {"secs": 1}}),
+            "linux.timeOffsets",
+        ),
+        (
+            "process.ioPriority",
+            json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0}),
+            "process.ioPriority",
+        ),
+        (
+            "hooks",
+            json!({"prestart": [{"path": "/bin/true"}]}),
+            "hooks",
+        ),
+    ] {
+        let mut spec = ctr_spec_json();
+        let mut keys = path.split('.');
+        let first = keys.next().expect("a key");
+        match keys.next() {
+            Some(second) => spec[first][second] = value,
+            None => spec[first] = value,
+        }
+        assert_eq!(plan_of(spec), Err(PlanError::Unsupported(field)), "{path}");
+    }
+    // The exec's process is checked the same way.
+    let container = plan_of(ctr_spec_json()).expect("container plans");
+    let process: oci_spec::runtime::Process = serde_json::from_value(json!({
+        "args": ["ls"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+        "ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 4}
+    }))
+    .expect("process parses");
+    assert_eq!(
+        container.for_exec(&process),
+        Err(PlanError::Unsupported("process.ioPriority"))
+    );
+}
+
+#[test]
+fn seccomp_is_planned() {
     let mut spec = ctr_spec_json();
     spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO"});
-    spec["linux"]["personality"] = json!({"domain": "LINUX"});
     let plan = plan_of(spec).expect("valid");
-    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
-    assert!(plan.warnings[0].starts_with("linux.personality is not supported yet"));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
     assert_eq!(
         plan.seccomp.map(|s| s.default_action),
         Some(SeccompAction::Errno(DEFAULT_ERRNO))
